@@ -1,0 +1,29 @@
+"""The detector's tunable policy: buckets, reminder days, settle delay, hold period.
+
+Defaults are SPEC's. The stream reads overrides from the environment; the core only sees
+this immutable value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+
+from .buckets import DEFAULT_BUCKETS, BucketTable
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the overdue semantics leave configurable."""
+
+    buckets: BucketTable = field(default=DEFAULT_BUCKETS)
+    # DUE_SOON reminders: calendar days before the effective due date, at a local wall time.
+    reminder_days: tuple[int, ...] = (3, 1)
+    reminder_time: time = time(9, 0)
+    # A midnight or reminder transition at x is emitted once the tick clock reaches x + settle.
+    settle: timedelta = timedelta(seconds=60)
+    # A repayment whose loan has no schedule goes to the DLQ once the clock is this far past paid_at.
+    hold: timedelta = timedelta(days=7)
+
+
+REPLAY_CONFIG = EngineConfig(settle=timedelta(0))

@@ -1,0 +1,62 @@
+"""Why a record was refused.
+
+Every refusal carries a reason from a small closed set (it becomes a DLQ header and a
+metric label, so it must never contain a loan id or an amount) and a human detail.
+"""
+
+from __future__ import annotations
+
+# The closed set of reasons. Metrics label by these, never by free text.
+UNDECODABLE = "UNDECODABLE"
+MISSING_FIELD = "MISSING_FIELD"
+INVALID_FIELD = "INVALID_FIELD"
+NON_POSITIVE_AMOUNT = "NON_POSITIVE_AMOUNT"
+NEGATIVE_AMOUNT = "NEGATIVE_AMOUNT"
+UNKNOWN_CURRENCY = "UNKNOWN_CURRENCY"
+UNKNOWN_ENUM = "UNKNOWN_ENUM"
+INVALID_TIMEZONE = "INVALID_TIMEZONE"
+INVALID_CALENDAR = "INVALID_CALENDAR"
+SCHEDULE_ORDER = "SCHEDULE_ORDER"
+CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+CURRENCY_CHANGED = "CURRENCY_CHANGED"
+KEY_MISMATCH = "KEY_MISMATCH"
+UNKNOWN_PAYMENT = "UNKNOWN_PAYMENT"
+ALREADY_REVERSED = "ALREADY_REVERSED"
+REVERSAL_BEFORE_PAYMENT = "REVERSAL_BEFORE_PAYMENT"
+REVERSAL_AMOUNT_MISMATCH = "REVERSAL_AMOUNT_MISMATCH"
+CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
+NO_SCHEDULE = "NO_SCHEDULE"
+
+REASONS: frozenset[str] = frozenset(
+    {
+        UNDECODABLE,
+        MISSING_FIELD,
+        INVALID_FIELD,
+        NON_POSITIVE_AMOUNT,
+        NEGATIVE_AMOUNT,
+        UNKNOWN_CURRENCY,
+        UNKNOWN_ENUM,
+        INVALID_TIMEZONE,
+        INVALID_CALENDAR,
+        SCHEDULE_ORDER,
+        CURRENCY_MISMATCH,
+        CURRENCY_CHANGED,
+        KEY_MISMATCH,
+        UNKNOWN_PAYMENT,
+        ALREADY_REVERSED,
+        REVERSAL_BEFORE_PAYMENT,
+        REVERSAL_AMOUNT_MISMATCH,
+        CONFLICTING_DUPLICATE,
+        NO_SCHEDULE,
+    }
+)
+
+
+class InvalidRecord(ValueError):
+    """A record that must go to the dead-letter topic instead of into a loan's state."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,322 @@
+"""The input records of SPEC §2 as small immutable values, and their validation.
+
+Parsing accepts the JSON form of SPEC §1 (ISO strings) and the Avro-decoded form (aware
+datetimes and dates) alike, so the command line and the stream share one validator. A
+record that breaks a rule raises ``InvalidRecord`` with a reason from a closed set: the
+stream sends it to the dead-letter topic and carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from . import errors
+from .dates import CONVENTIONS, is_calendar, is_zone, parse_date, parse_instant
+from .money import is_currency
+
+ACTIVE = "ACTIVE"
+CLOSED = "CLOSED"
+WRITTEN_OFF = "WRITTEN_OFF"
+STATUSES = frozenset({ACTIVE, CLOSED, WRITTEN_OFF})
+
+PAYMENT = "PAYMENT"
+REVERSAL = "REVERSAL"
+KINDS = frozenset({PAYMENT, REVERSAL})
+
+LOCALES = frozenset({"zh-CN", "en"})
+CHANNELS = frozenset({"push", "sms"})
+DISPUTE_STATUSES = frozenset({"OPEN", "RESOLVED"})
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+@dataclass(frozen=True, slots=True)
+class Installment:
+    """One instalment of a schedule: what is due on ``due_date``, in minor units."""
+
+    seq: int
+    due_date: date
+    principal: int
+    interest: int
+    fee: int
+
+    @property
+    def amount_due(self) -> int:
+        """Principal + interest + fee (SPEC §3)."""
+        return self.principal + self.interest + self.fee
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """How the borrower agreed to be reached: a locale and consented channels in preference order."""
+
+    locale: str
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LoanSchedule:
+    """A loan's whole contract as of ``effective_at``; a higher revision replaces lower ones from then on."""
+
+    loan_id: str
+    borrower_id: str
+    revision: int
+    effective_at: datetime
+    currency: str
+    timezone: str
+    status: str
+    installments: tuple[Installment, ...]
+    grace_days: int = 0
+    tolerance: int = 0
+    penalty_rate_bps: int = 0
+    late_fee: int = 0
+    business_day_convention: str = "NONE"
+    calendar: str | None = None
+    partners: tuple[str, ...] = ()
+    contact: Contact = Contact("zh-CN", ("push", "sms"))
+
+
+@dataclass(frozen=True, slots=True)
+class Repayment:
+    """Money received (PAYMENT) or taken back (REVERSAL of ``reverses``) at ``paid_at``."""
+
+    payment_id: str
+    loan_id: str
+    amount: int
+    currency: str
+    paid_at: datetime
+    channel: str
+    kind: str
+    reverses: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The event-time clock: time has reached ``as_of``."""
+
+    as_of: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    """A borrower's dispute of the loan's credit reporting (SPEC §2), OPEN or RESOLVED at ``at``."""
+
+    dispute_id: str
+    loan_id: str
+    status: str
+    at: datetime
+    note: str | None = None
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _get(m: Mapping[str, Any], name: str, default: Any = _MISSING) -> Any:
+    value = m.get(name, _MISSING)
+    if value is _MISSING or (value is None and default is _MISSING):
+        if default is _MISSING:
+            raise errors.InvalidRecord(errors.MISSING_FIELD, name)
+        return default
+    return value
+
+
+def _text(m: Mapping[str, Any], name: str, default: Any = _MISSING) -> str:
+    value = _get(m, name, default)
+    if value is None and default is None:
+        return None  # type: ignore[return-value]
+    if not isinstance(value, str) or not value:
+        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name} must be a non-empty string")
+    return value
+
+
+def _int(m: Mapping[str, Any], name: str, default: Any = _MISSING, *, minimum: int | None = None) -> int:
+    value = _get(m, name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name} must be an integer")
+    if minimum is not None and value < minimum:
+        reason = errors.NEGATIVE_AMOUNT if minimum == 0 else errors.INVALID_FIELD
+        raise errors.InvalidRecord(reason, f"{name} must be ≥ {minimum}")
+    return value
+
+
+def _instant(m: Mapping[str, Any], name: str) -> datetime:
+    try:
+        return parse_instant(_get(m, name))
+    except ValueError as exc:
+        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name}: {exc}") from None
+
+
+def _date(value: Any, name: str) -> date:
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name}: {exc}") from None
+
+
+def _enum(m: Mapping[str, Any], name: str, allowed: frozenset[str], default: Any = _MISSING) -> str:
+    value = _get(m, name, default)
+    if value not in allowed:
+        raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"{name} must be one of {sorted(allowed)}")
+    return value
+
+
+def _currency(m: Mapping[str, Any]) -> str:
+    value = _text(m, "currency")
+    if not is_currency(value):
+        raise errors.InvalidRecord(errors.UNKNOWN_CURRENCY, "currency is not an ISO 4217 code")
+    return value
+
+
+# --- parsers -----------------------------------------------------------------------------
+
+
+def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
+    """Validate a LoanSchedule (SPEC §2): types, enums, zone, calendar, seq and due dates strictly increasing."""
+    if not isinstance(m, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "a LoanSchedule must be an object")
+    timezone = _text(m, "timezone", DEFAULT_TIMEZONE)
+    if not is_zone(timezone):
+        raise errors.InvalidRecord(errors.INVALID_TIMEZONE, "timezone is not an IANA zone")
+    calendar = _get(m, "calendar", None)
+    if calendar is not None and (not isinstance(calendar, str) or not is_calendar(calendar)):
+        raise errors.InvalidRecord(errors.INVALID_CALENDAR, "calendar is not a supported country code")
+    raw_installments = _get(m, "installments")
+    if not isinstance(raw_installments, list | tuple) or not raw_installments:
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "installments must be a non-empty list")
+    installments = []
+    for raw in raw_installments:
+        if not isinstance(raw, Mapping):
+            raise errors.InvalidRecord(errors.INVALID_FIELD, "an installment must be an object")
+        installments.append(
+            Installment(
+                seq=_int(raw, "seq"),
+                due_date=_date(_get(raw, "due_date"), "due_date"),
+                principal=_int(raw, "principal", minimum=0),
+                interest=_int(raw, "interest", minimum=0),
+                fee=_int(raw, "fee", minimum=0),
+            )
+        )
+    for before, after in zip(installments, installments[1:], strict=False):
+        if after.seq <= before.seq or after.due_date <= before.due_date:
+            raise errors.InvalidRecord(errors.SCHEDULE_ORDER, "seq and due_date must strictly increase")
+    raw_contact = _get(m, "contact", None)
+    if raw_contact is None:
+        contact = Contact("zh-CN", ("push", "sms"))
+    else:
+        if not isinstance(raw_contact, Mapping):
+            raise errors.InvalidRecord(errors.INVALID_FIELD, "contact must be an object")
+        channels = _get(raw_contact, "channels", [])
+        if not isinstance(channels, list | tuple) or any(c not in CHANNELS for c in channels):
+            raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"contact.channels must be from {sorted(CHANNELS)}")
+        contact = Contact(_enum(raw_contact, "locale", LOCALES), tuple(channels))
+    partners = _get(m, "partners", [])
+    if not isinstance(partners, list | tuple) or any(not isinstance(p, str) or not p for p in partners):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "partners must be a list of ids")
+    return LoanSchedule(
+        loan_id=_text(m, "loan_id"),
+        borrower_id=_text(m, "borrower_id"),
+        revision=_int(m, "revision", minimum=1),
+        effective_at=_instant(m, "effective_at"),
+        currency=_currency(m),
+        timezone=timezone,
+        status=_enum(m, "status", STATUSES),
+        installments=tuple(installments),
+        grace_days=_int(m, "grace_days", 0, minimum=0),
+        tolerance=_int(m, "tolerance", 0, minimum=0),
+        penalty_rate_bps=_int(m, "penalty_rate_bps", 0, minimum=0),
+        late_fee=_int(m, "late_fee", 0, minimum=0),
+        business_day_convention=_enum(m, "business_day_convention", CONVENTIONS, "NONE"),
+        calendar=calendar,
+        partners=tuple(partners),
+        contact=contact,
+    )
+
+
+def parse_repayment(m: Mapping[str, Any]) -> Repayment:
+    """Validate a Repayment on its own (SPEC §2); checks against the loan come in ``loan``."""
+    if not isinstance(m, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "a Repayment must be an object")
+    amount = _int(m, "amount")
+    if amount <= 0:
+        raise errors.InvalidRecord(errors.NON_POSITIVE_AMOUNT, "amount must be > 0")
+    kind = _enum(m, "kind", KINDS)
+    reverses = _get(m, "reverses", None)
+    if kind == REVERSAL and (not isinstance(reverses, str) or not reverses):
+        raise errors.InvalidRecord(errors.MISSING_FIELD, "reverses")
+    if kind == PAYMENT and reverses is not None:
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "a PAYMENT does not reverse anything")
+    return Repayment(
+        payment_id=_text(m, "payment_id"),
+        loan_id=_text(m, "loan_id"),
+        amount=amount,
+        currency=_currency(m),
+        paid_at=_instant(m, "paid_at"),
+        channel=_text(m, "channel", "unknown"),
+        kind=kind,
+        reverses=reverses,
+    )
+
+
+def parse_tick(m: Mapping[str, Any]) -> Tick:
+    """Validate a Tick: an instant with an offset."""
+    if not isinstance(m, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "a Tick must be an object")
+    return Tick(as_of=_instant(m, "as_of"))
+
+
+def parse_dispute(m: Mapping[str, Any]) -> Dispute:
+    """Validate a Dispute (SPEC §2)."""
+    if not isinstance(m, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "a Dispute must be an object")
+    note = m.get("note")
+    return Dispute(
+        dispute_id=_text(m, "dispute_id"),
+        loan_id=_text(m, "loan_id"),
+        status=_enum(m, "status", DISPUTE_STATUSES),
+        at=_instant(m, "at"),
+        note=note if isinstance(note, str) else None,
+    )
+
+
+def schedule_to_dict(s: LoanSchedule) -> dict[str, Any]:
+    """The native (Avro-ready) form of a schedule: aware datetimes, dates, ints."""
+    return {
+        "loan_id": s.loan_id,
+        "borrower_id": s.borrower_id,
+        "revision": s.revision,
+        "effective_at": s.effective_at,
+        "currency": s.currency,
+        "timezone": s.timezone,
+        "status": s.status,
+        "installments": [
+            {"seq": i.seq, "due_date": i.due_date, "principal": i.principal, "interest": i.interest, "fee": i.fee}
+            for i in s.installments
+        ],
+        "grace_days": s.grace_days,
+        "tolerance": s.tolerance,
+        "penalty_rate_bps": s.penalty_rate_bps,
+        "late_fee": s.late_fee,
+        "business_day_convention": s.business_day_convention,
+        "calendar": s.calendar,
+        "partners": list(s.partners),
+        "contact": {"locale": s.contact.locale, "channels": list(s.contact.channels)},
+    }
+
+
+def repayment_to_dict(r: Repayment) -> dict[str, Any]:
+    """The native (Avro-ready) form of a repayment."""
+    return {
+        "payment_id": r.payment_id,
+        "loan_id": r.loan_id,
+        "amount": r.amount,
+        "currency": r.currency,
+        "paid_at": r.paid_at,
+        "channel": r.channel,
+        "kind": r.kind,
+        "reverses": r.reverses,
+    }

@@ -1,0 +1,291 @@
+"""The event-time simulation of one loan: from its records to its transitions.
+
+A loan's state can only change at a few instants: when a record takes effect (a
+schedule's ``effective_at``, a payment's or reversal's ``paid_at``) and at the local
+midnights and reminder times its schedule makes interesting (cut-offs, the DPD at which
+it opens, bucket boundaries, late-fee days, DUE_SOON at 09:00). Between two such
+instants nothing that is reported can change, so the simulation walks from one to the
+next — a loan that is quietly current costs nothing between its reminders, and penalty
+interest for the uneventful midnights in between is added up in closed form.
+
+``Carry`` is everything the walk must remember at its cursor (open or not, bucket,
+episode start, charges so far); with it a tick continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from . import events as ev
+from .config import EngineConfig
+from .dates import ONE_DAY, local_date, midnights_between, start_of_day
+from .delinquency import Position, SchedulePlan, plan_for, position
+from .money import daily_penalty
+from .records import ACTIVE, CLOSED, PAYMENT, WRITTEN_OFF, LoanSchedule, Repayment
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """What the walk knows at ``cursor``, the last instant it processed (``None``: not started)."""
+
+    cursor: datetime | None = None
+    status: str | None = None
+    open: bool = False
+    bucket: str = "M0"
+    first_delinquency_date: date | None = None
+    penalty: int = 0
+    late_fees: int = 0
+    fee_seqs: frozenset[int] = frozenset()
+    # Penalty accrued at each midnight after the cursor until the next instant (constant in between).
+    daily_penalty: int = 0
+    terminal: bool = False
+
+
+class Ledger:
+    """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'."""
+
+    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective")
+
+    def __init__(self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment]) -> None:
+        points = sorted({s.effective_at for s in schedules})
+        in_effect: list[LoanSchedule] = []
+        for point in points:
+            in_effect.append(max((s for s in schedules if s.effective_at <= point), key=lambda s: s.revision))
+        deltas: dict[datetime, int] = {}
+        for r in repayments:
+            deltas[r.paid_at] = deltas.get(r.paid_at, 0) + (r.amount if r.kind == PAYMENT else -r.amount)
+        pay_points = sorted(deltas)
+        paid: list[int] = []
+        total = 0
+        for point in pay_points:
+            total += deltas[point]
+            paid.append(total)
+        self._points = points
+        self._in_effect = in_effect
+        self._pay_points = pay_points
+        self._paid = paid
+        self.first_effective: datetime | None = points[0] if points else None
+        instants = sorted(set(points).union(pay_points))
+        if points:
+            instants = instants[bisect_left(instants, points[0]) :]
+        self.record_instants: list[datetime] = instants
+
+    def schedule_at(self, t: datetime) -> LoanSchedule | None:
+        """The schedule in effect at ``t``: the highest revision whose effective_at ≤ t."""
+        i = bisect_right(self._points, t) - 1
+        return self._in_effect[i] if i >= 0 else None
+
+    def paid_at(self, t: datetime) -> int:
+        """Total of the payments in effect at ``t`` (paid_at ≤ t, not reversed at t)."""
+        i = bisect_right(self._pay_points, t) - 1
+        return self._paid[i] if i >= 0 else 0
+
+    def next_record_after(self, t: datetime | None) -> datetime | None:
+        """The first instant after ``t`` (from the first effective_at on) at which a record takes effect."""
+        if t is None:
+            return self.first_effective
+        i = bisect_right(self.record_instants, t)
+        return self.record_instants[i] if i < len(self.record_instants) else None
+
+
+def _plan(schedule: LoanSchedule, cfg: EngineConfig) -> SchedulePlan:
+    return plan_for(schedule, cfg.reminder_days, cfg.reminder_time)
+
+
+def next_instant(ledger: Ledger, carry: Carry, cfg: EngineConfig) -> tuple[datetime | None, bool]:
+    """The next instant after the cursor at which the loan can change, and whether it is time-driven.
+
+    Time-driven instants (midnights, reminders) wait for the settle delay in the stream;
+    record instants do not.
+    """
+    if carry.terminal:
+        return None, False
+    record_next = ledger.next_record_after(carry.cursor)
+    if carry.cursor is None:
+        return record_next, False
+    schedule = ledger.schedule_at(carry.cursor)
+    assert schedule is not None
+    timed_next: datetime | None = None
+    if schedule.status == ACTIVE:
+        cursor = carry.cursor
+        plan = _plan(schedule, cfg)
+        pos = position(schedule, plan, ledger.paid_at(cursor), cursor, cfg.buckets)
+        candidates: list[datetime] = []
+        grace = schedule.grace_days
+        for index, inst in enumerate(schedule.installments):
+            if pos.settled[index]:
+                continue
+            cut = plan.cutoffs[index]
+            if cut > cursor:
+                candidates.append(cut)
+            elif inst.seq not in carry.fee_seqs:
+                fee_day = start_of_day(plan.effective_due[index] + (grace + 1) * ONE_DAY, plan.tz)
+                if fee_day > cursor:
+                    candidates.append(fee_day)
+            for reminder in plan.reminders[index]:
+                if reminder > cursor:
+                    candidates.append(reminder)
+                    break
+        if pos.oldest_index is not None:
+            due = plan.effective_due[pos.oldest_index]
+            for k in (grace + 1, *cfg.buckets.thresholds):
+                at = start_of_day(due + k * ONE_DAY, plan.tz)
+                if at > cursor:
+                    candidates.append(at)
+        if candidates:
+            timed_next = min(candidates)
+    if timed_next is None:
+        return record_next, False
+    if record_next is None or timed_next <= record_next:
+        return timed_next, True
+    return record_next, False
+
+
+def _event(
+    kind: str,
+    at: datetime,
+    day: date,
+    schedule: LoanSchedule,
+    plan: SchedulePlan,
+    pos: Position,
+    previous_bucket: str,
+    first_delinquency_date: date | None,
+    penalty: int,
+    late_fees: int,
+    due_index: int | None = None,
+) -> ev.OverdueEvent:
+    oldest = pos.oldest_index
+    due_seq = due_date = amount_due = None
+    if due_index is not None:
+        due_seq = schedule.installments[due_index].seq
+        due_date = plan.effective_due[due_index]
+        amount_due = pos.outstanding[due_index]
+    return ev.OverdueEvent(
+        type=kind,
+        loan_id=schedule.loan_id,
+        borrower_id=schedule.borrower_id,
+        as_of=at,
+        as_of_date=day,
+        dpd=pos.dpd,
+        bucket=pos.bucket,
+        previous_bucket=previous_bucket,
+        oldest_past_due_seq=schedule.installments[oldest].seq if oldest is not None else None,
+        oldest_past_due_date=plan.effective_due[oldest] if oldest is not None else None,
+        first_delinquency_date=first_delinquency_date,
+        overdue_installments=pos.overdue_installments,
+        overdue_principal=pos.overdue_principal,
+        overdue_interest=pos.overdue_interest,
+        overdue_fee=pos.overdue_fee,
+        total_overdue=pos.total_overdue,
+        penalty_accrued=penalty,
+        late_fees=late_fees,
+        currency=schedule.currency,
+        schedule_revision=schedule.revision,
+        loan_status=schedule.status,
+        timezone=schedule.timezone,
+        contact=schedule.contact,
+        partners=schedule.partners,
+        due_seq=due_seq,
+        due_date=due_date,
+        amount_due=amount_due,
+    )
+
+
+def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple[Carry, list[ev.OverdueEvent]]:
+    """Process instant ``at`` (> cursor): charges, then the transitions of SPEC §4 in their fixed order."""
+    schedule = ledger.schedule_at(at)
+    assert schedule is not None, "nothing happens before the first effective_at"
+    plan = _plan(schedule, cfg)
+    tz = plan.tz
+    penalty = carry.penalty
+    if carry.cursor is not None and carry.daily_penalty:
+        before = ledger.schedule_at(carry.cursor)
+        assert before is not None
+        penalty += midnights_between(carry.cursor, at, _plan(before, cfg).tz) * carry.daily_penalty
+    pos = position(schedule, plan, ledger.paid_at(at), at, cfg.buckets)
+    active = schedule.status == ACTIVE
+    day = local_date(at, tz)
+    late_fees = carry.late_fees
+    fee_seqs = carry.fee_seqs
+    daily = 0
+    if active:
+        new_fee_seqs = set()
+        for index, inst in enumerate(schedule.installments):
+            if not pos.past_due[index]:
+                continue
+            daily += daily_penalty(pos.outstanding[index], schedule.penalty_rate_bps)
+            if inst.seq not in fee_seqs and (day - plan.effective_due[index]).days > schedule.grace_days:
+                late_fees += schedule.late_fee
+                new_fee_seqs.add(inst.seq)
+        if new_fee_seqs:
+            fee_seqs = fee_seqs | new_fee_seqs
+        if start_of_day(day, tz) == at:
+            penalty += daily
+
+    previous_bucket = carry.bucket
+    was_open = carry.open
+    fdd = carry.first_delinquency_date
+    out: list[ev.OverdueEvent] = []
+    terminal = False
+    now_open = False
+
+    def emit(kind: str, first_delinquency: date | None, due_index: int | None = None) -> None:
+        out.append(
+            _event(kind, at, day, schedule, plan, pos, previous_bucket, first_delinquency, penalty, late_fees, due_index)
+        )
+
+    if carry.status is None and not active:
+        terminal = True  # a loan that arrives already closed or written off has nothing to report
+    elif schedule.status == WRITTEN_OFF:
+        emit(ev.WRITTEN_OFF, fdd if was_open else None)
+        terminal = True
+    elif schedule.status == CLOSED:
+        if was_open:
+            emit(ev.OVERDUE_CURED, fdd)
+        terminal = True
+    else:
+        now_open = pos.dpd > schedule.grace_days
+        if now_open and not was_open:
+            assert pos.oldest_index is not None
+            fdd = plan.effective_due[pos.oldest_index] + ONE_DAY
+            emit(ev.OVERDUE_OPENED, fdd)
+        elif was_open and not now_open:
+            emit(ev.OVERDUE_CURED, fdd)
+        elif now_open and pos.bucket != previous_bucket:
+            emit(ev.BUCKET_CHANGED, fdd)
+        for index, reminders in enumerate(plan.reminders):
+            if at in reminders and not pos.settled[index]:
+                emit(ev.DUE_SOON, fdd if now_open else None, index)
+    new_carry = Carry(
+        cursor=at,
+        status=schedule.status,
+        open=now_open,
+        bucket=pos.bucket,
+        first_delinquency_date=fdd if now_open else None,
+        penalty=penalty,
+        late_fees=late_fees,
+        fee_seqs=fee_seqs,
+        daily_penalty=daily,
+        terminal=terminal,
+    )
+    return new_carry, out
+
+
+def walk(
+    ledger: Ledger,
+    carry: Carry,
+    cfg: EngineConfig,
+    may_process: Callable[[datetime, bool], bool],
+    retracted: Collection[str],
+) -> tuple[Carry, list[ev.OverdueEvent]]:
+    """Process instants after the cursor while ``may_process(instant, time_driven)`` allows; ids attached."""
+    out: list[ev.OverdueEvent] = []
+    while True:
+        at, timed = next_instant(ledger, carry, cfg)
+        if at is None or not may_process(at, timed):
+            return carry, out
+        carry, produced = step(ledger, carry, at, cfg)
+        out.extend(e.with_id(retracted) for e in produced)

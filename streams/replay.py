@@ -1,0 +1,161 @@
+"""`duewatch replay`: the detector's core driven from a file instead of Kafka.
+
+Replay has every record in hand, so it sorts them by event time (stable for ties) and
+ticks each loan just before each of its records and finally at ``until``, with no settle
+delay. That is the same as ticking at every instant where something can happen: the
+core's walk visits exactly those instants. The very same ``streams.core.loan`` functions
+decide as in the stream; only the driving differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .core import errors
+from .core.config import REPLAY_CONFIG, EngineConfig
+from .core.dates import MICROSECOND, parse_instant
+from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
+from .core.records import parse_dispute, parse_repayment, parse_schedule, repayment_to_dict
+
+SCHEDULES = "loan.schedules"
+REPAYMENTS = "loan.repayments"
+TICKS = "clock.ticks"
+DISPUTES = "bureau.disputes"
+OVERDUE = "overdue.events"
+DLQ = "duewatch.dlq"
+
+_EVENT_TIME_FIELD = {SCHEDULES: "effective_at", REPAYMENTS: "paid_at", TICKS: "as_of", DISPUTES: "at"}
+
+
+@dataclass(order=True)
+class Output:
+    """One output record, sortable by (as_of, emission order)."""
+
+    as_of: datetime
+    order: int
+    topic: str = field(compare=False)
+    key: str | None = field(compare=False)
+    value: dict[str, Any] = field(compare=False)
+    headers: dict[str, str] | None = field(compare=False, default=None)
+
+    def as_record(self) -> dict[str, Any]:
+        """The ``{"topic", "key", "value"}`` form of SPEC §6 (plus ``headers`` on the DLQ)."""
+        record: dict[str, Any] = {"topic": self.topic, "key": self.key, "value": self.value}
+        if self.headers is not None:
+            record["headers"] = self.headers
+        return record
+
+
+def _logical(topic: str) -> str:
+    for name in (SCHEDULES, REPAYMENTS, TICKS, DISPUTES):
+        if topic == name or topic.endswith("." + name) or topic.endswith(name):
+            return name
+    return topic
+
+
+def dlq_headers(error: errors.InvalidRecord, source_topic: str) -> dict[str, str]:
+    """The DLQ headers replay writes (the stream adds partition and offset)."""
+    return {"reason": error.reason, "detail": error.detail, "source_topic": source_topic}
+
+
+@dataclass
+class Replay:
+    """The state of one replay run; ``feed`` records in any order, then ``finish``."""
+
+    cfg: EngineConfig = REPLAY_CONFIG
+    loans: dict[str, LoanState] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    disputes: list[Any] = field(default_factory=list)
+    _order: int = 0
+
+    def _emit(self, at: datetime, topic: str, key: str | None, value: dict[str, Any], headers=None) -> None:
+        self._order += 1
+        self.outputs.append(Output(at, self._order, topic, key, value, headers))
+
+    def _outcome(self, loan_id: str, outcome: Outcome, source_topic: str) -> None:
+        self.loans[loan_id] = outcome.state
+        for event in outcome.events:
+            self._emit(event.as_of, OVERDUE, loan_id, event.to_dict())
+        for rejection in outcome.rejected:
+            self._emit(
+                rejection.record.paid_at,
+                DLQ,
+                loan_id,
+                repayment_to_dict(rejection.record),
+                dlq_headers(rejection.error, REPAYMENTS),
+            )
+
+    def run(self, records: Iterable[Mapping[str, Any]], until: datetime | None, progress: Callable | None = None):
+        """Sort ``records`` by event time, apply them, tick every loan to ``until``; returns outputs in order."""
+        timed: list[tuple[datetime, int, str, Any, Mapping[str, Any]]] = []
+        first_bad: list[tuple[int, str, Any, Any, errors.InvalidRecord]] = []
+        latest: datetime | None = None
+        for index, record in enumerate(records):
+            topic = _logical(str(record.get("topic", "")))
+            value = record.get("value")
+            key = record.get("key")
+            time_field = _EVENT_TIME_FIELD.get(topic)
+            if time_field is None:
+                first_bad.append((index, topic, key, value, errors.InvalidRecord(errors.INVALID_FIELD, "unknown topic")))
+                continue
+            try:
+                if not isinstance(value, Mapping):
+                    raise errors.InvalidRecord(errors.UNDECODABLE, "value is not an object")
+                event_time = parse_instant(value.get(time_field))
+            except errors.InvalidRecord as exc:
+                first_bad.append((index, topic, key, value, exc))
+                continue
+            except ValueError as exc:
+                first_bad.append((index, topic, key, value, errors.InvalidRecord(errors.INVALID_FIELD, f"{time_field}: {exc}")))
+                continue
+            timed.append((event_time, index, topic, key, value))
+            latest = event_time if latest is None or event_time > latest else latest
+        timed.sort(key=lambda t: (t[0], t[1]))
+        until = until if until is not None else latest
+        start = timed[0][0] if timed else until
+        for _, topic, key, value, error in first_bad:
+            self._emit(start, DLQ, key, value if isinstance(value, dict) else {"raw": value}, dlq_headers(error, topic))
+        for done, (event_time, _, topic, key, value) in enumerate(timed):
+            self._apply(event_time, topic, key, value, until)
+            if progress is not None:
+                progress(done + 1, len(timed))
+        if until is not None:
+            for loan_id, state in list(self.loans.items()):
+                self._outcome(loan_id, tick(state, until, self.cfg), TICKS)
+        self.outputs.sort()
+        return self.outputs
+
+    def _apply(self, event_time: datetime, topic: str, key: Any, value: Mapping[str, Any], until: datetime | None):
+        before = event_time - MICROSECOND
+        if until is not None and before > until:
+            before = until
+        try:
+            if topic == TICKS:
+                return  # replay makes its own clock; input ticks never change what is true
+            if topic == DISPUTES:
+                self.disputes.append(parse_dispute(value))
+                return
+            record = parse_schedule(value) if topic == SCHEDULES else parse_repayment(value)
+            if key is not None and key != record.loan_id:
+                raise errors.InvalidRecord(errors.KEY_MISMATCH, "key differs from loan_id")
+            loan_id = record.loan_id
+            state = self.loans.get(loan_id) or new_loan(loan_id)
+            caught_up = tick(state, before, self.cfg)
+            self._outcome(loan_id, caught_up, TICKS)
+            apply = apply_schedule if topic == SCHEDULES else apply_repayment
+            self._outcome(loan_id, apply(caught_up.state, record, before, self.cfg), topic)
+        except errors.InvalidRecord as exc:
+            self._emit(event_time, DLQ, key, dict(value), dlq_headers(exc, topic))
+
+
+def replay(
+    records: Iterable[Mapping[str, Any]],
+    until: datetime | None = None,
+    cfg: EngineConfig = REPLAY_CONFIG,
+    progress: Callable | None = None,
+) -> list[Output]:
+    """Run the detector over ``records`` up to and including ``until``; outputs ordered by as_of."""
+    return Replay(cfg=cfg).run(records, until, progress)
