@@ -145,8 +145,9 @@ def _int(m: Mapping[str, Any], name: str, default: Any = _MISSING, *, minimum: i
 
 
 def _instant(m: Mapping[str, Any], name: str) -> datetime:
+    value = _get(m, name)
     try:
-        return parse_instant(_get(m, name))
+        return parse_instant(value)
     except ValueError as exc:
         raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name}: {exc}") from None
 
