@@ -78,13 +78,18 @@ class OverdueEvent:
         )
 
     def with_id(self, retracted: Collection[str]) -> OverdueEvent:
-        """This event with its id: the first incarnation whose id was never retracted."""
+        """This event with its id: the first incarnation whose id was never retracted.
+
+        Called once, by the walk that has just built the event and holds its only reference,
+        so the id is written in place instead of copying a 29-field value per event.
+        """
         key = self.content_key()
         incarnation = 0
         while True:
             candidate = hashlib.sha256(f"{key}#{incarnation}".encode()).hexdigest()[:32]
             if candidate not in retracted:
-                return replace(self, event_id=candidate)
+                object.__setattr__(self, "event_id", candidate)
+                return self
             incarnation += 1
 
     def retraction(self, issued_at: datetime, issued_date: date) -> OverdueEvent:

@@ -83,7 +83,7 @@ def wake_at(state: LoanState, cfg: EngineConfig) -> datetime | None:
         if not state.repayments:
             return None
         return min(r.paid_at for r in state.repayments) + cfg.hold
-    at, timed = next_instant(Ledger(state.schedules, state.repayments), state.carry, cfg)
+    at, timed = next_instant(Ledger(state.schedules, state.repayments), state.carry)
     if at is None:
         return None
     return at + cfg.settle if timed else at
@@ -99,7 +99,7 @@ def _finish(
     if not state.schedules:
         wake = wake_at(state, cfg)
     else:
-        at, timed = next_instant(ledger or Ledger(state.schedules, state.repayments), state.carry, cfg)
+        at, timed = next_instant(ledger or Ledger(state.schedules, state.repayments), state.carry)
         wake = None if at is None else (at + cfg.settle if timed else at)
     return Outcome(state=state, events=events, rejected=rejected, wake_at=wake)
 
@@ -107,7 +107,8 @@ def _finish(
 def _advance(state: LoanState, now: datetime | None, cfg: EngineConfig, rejected=()) -> Outcome:
     ledger = Ledger(state.schedules, state.repayments)
     carry, produced = walk(ledger, state.carry, cfg, _ready(cfg, now), state.retracted)
-    state = replace(state, carry=carry)
+    if carry is not state.carry:
+        state = LoanState(state.loan_id, state.schedules, state.repayments, carry, state.retracted)
     return _finish(state, cfg, tuple(produced), tuple(rejected), ledger)
 
 

@@ -76,7 +76,7 @@ class LoanSchedule:
     business_day_convention: str = "NONE"
     calendar: str | None = None
     partners: tuple[str, ...] = ()
-    contact: Contact = Contact("zh-CN", ("push", "sms"))
+    contact: Contact = Contact("zh-CN", ())  # no consented channel unless the schedule says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,16 +205,15 @@ def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
     for before, after in zip(installments, installments[1:], strict=False):
         if after.seq <= before.seq or after.due_date <= before.due_date:
             raise errors.InvalidRecord(errors.SCHEDULE_ORDER, "seq and due_date must strictly increase")
-    raw_contact = _get(m, "contact", None)
-    if raw_contact is None:
-        contact = Contact("zh-CN", ("push", "sms"))
-    else:
-        if not isinstance(raw_contact, Mapping):
-            raise errors.InvalidRecord(errors.INVALID_FIELD, "contact must be an object")
-        channels = _get(raw_contact, "channels", [])
-        if not isinstance(channels, list | tuple) or any(c not in CHANNELS for c in channels):
-            raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"contact.channels must be from {sorted(CHANNELS)}")
-        contact = Contact(_enum(raw_contact, "locale", LOCALES), tuple(channels))
+    # Contact carries the borrower's consent to be messaged, so it is required: a default would
+    # assume consent to SMS that nobody gave (the Avro schema agrees).
+    raw_contact = _get(m, "contact")
+    if not isinstance(raw_contact, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "contact must be an object")
+    channels = _get(raw_contact, "channels", [])
+    if not isinstance(channels, list | tuple) or any(c not in CHANNELS for c in channels):
+        raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"contact.channels must be from {sorted(CHANNELS)}")
+    contact = Contact(_enum(raw_contact, "locale", LOCALES), tuple(channels))
     partners = _get(m, "partners", [])
     if not isinstance(partners, list | tuple) or any(not isinstance(p, str) or not p for p in partners):
         raise errors.InvalidRecord(errors.INVALID_FIELD, "partners must be a list of ids")

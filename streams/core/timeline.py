@@ -42,12 +42,15 @@ class Carry:
     # Penalty accrued at each midnight after the cursor until the next instant (constant in between).
     daily_penalty: int = 0
     terminal: bool = False
+    # The next midnight/reminder after the cursor at which the loan can change. It depends only on
+    # the state at the cursor, which a record after the cursor cannot change, so it is computed once.
+    timed_next: datetime | None = None
 
 
 class Ledger:
     """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'."""
 
-    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective")
+    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective", "_plans")
 
     def __init__(self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment]) -> None:
         points = sorted({s.effective_at for s in schedules})
@@ -72,6 +75,14 @@ class Ledger:
         if points:
             instants = instants[bisect_left(instants, points[0]) :]
         self.record_instants: list[datetime] = instants
+        self._plans: dict[int, SchedulePlan] = {}
+
+    def plan(self, schedule: LoanSchedule, cfg: EngineConfig) -> SchedulePlan:
+        """The calendar plan of one of this ledger's schedules, computed once per ledger."""
+        plan = self._plans.get(schedule.revision)
+        if plan is None:
+            plan = self._plans[schedule.revision] = plan_for(schedule, cfg.reminder_days, cfg.reminder_time)
+        return plan
 
     def schedule_at(self, t: datetime) -> LoanSchedule | None:
         """The schedule in effect at ``t``: the highest revision whose effective_at ≤ t."""
@@ -91,11 +102,7 @@ class Ledger:
         return self.record_instants[i] if i < len(self.record_instants) else None
 
 
-def _plan(schedule: LoanSchedule, cfg: EngineConfig) -> SchedulePlan:
-    return plan_for(schedule, cfg.reminder_days, cfg.reminder_time)
-
-
-def next_instant(ledger: Ledger, carry: Carry, cfg: EngineConfig) -> tuple[datetime | None, bool]:
+def next_instant(ledger: Ledger, carry: Carry) -> tuple[datetime | None, bool]:
     """The next instant after the cursor at which the loan can change, and whether it is time-driven.
 
     Time-driven instants (midnights, reminders) wait for the settle delay in the stream;
@@ -104,44 +111,50 @@ def next_instant(ledger: Ledger, carry: Carry, cfg: EngineConfig) -> tuple[datet
     if carry.terminal:
         return None, False
     record_next = ledger.next_record_after(carry.cursor)
-    if carry.cursor is None:
-        return record_next, False
-    schedule = ledger.schedule_at(carry.cursor)
-    assert schedule is not None
-    timed_next: datetime | None = None
-    if schedule.status == ACTIVE:
-        cursor = carry.cursor
-        plan = _plan(schedule, cfg)
-        pos = position(schedule, plan, ledger.paid_at(cursor), cursor, cfg.buckets)
-        candidates: list[datetime] = []
-        grace = schedule.grace_days
-        for index, inst in enumerate(schedule.installments):
-            if pos.settled[index]:
-                continue
-            cut = plan.cutoffs[index]
-            if cut > cursor:
-                candidates.append(cut)
-            elif inst.seq not in carry.fee_seqs:
-                fee_day = start_of_day(plan.effective_due[index] + (grace + 1) * ONE_DAY, plan.tz)
-                if fee_day > cursor:
-                    candidates.append(fee_day)
-            for reminder in plan.reminders[index]:
-                if reminder > cursor:
-                    candidates.append(reminder)
-                    break
-        if pos.oldest_index is not None:
-            due = plan.effective_due[pos.oldest_index]
-            for k in (grace + 1, *cfg.buckets.thresholds):
-                at = start_of_day(due + k * ONE_DAY, plan.tz)
-                if at > cursor:
-                    candidates.append(at)
-        if candidates:
-            timed_next = min(candidates)
+    timed_next = carry.timed_next
     if timed_next is None:
         return record_next, False
     if record_next is None or timed_next <= record_next:
         return timed_next, True
     return record_next, False
+
+
+def _timed_after(
+    schedule: LoanSchedule, plan: SchedulePlan, pos: Position, cursor: datetime, fee_seqs: frozenset[int], cfg: EngineConfig
+) -> datetime | None:
+    """The first midnight or reminder after ``cursor`` that can change an ACTIVE loan standing at ``pos``.
+
+    Cut-offs of unsettled instalments, late-fee days of past-due ones, their next reminders,
+    and the days the oldest past-due instalment reaches grace + 1 or a bucket boundary.
+    """
+    best: datetime | None = None
+    grace = schedule.grace_days
+    tz = plan.tz
+    for index, inst in enumerate(schedule.installments):
+        if pos.settled[index]:
+            continue
+        cut = plan.cutoffs[index]
+        if cut > cursor:
+            if best is None or cut < best:
+                best = cut
+        elif inst.seq not in fee_seqs:
+            fee_day = start_of_day(plan.effective_due[index] + (grace + 1) * ONE_DAY, tz)
+            if fee_day > cursor and (best is None or fee_day < best):
+                best = fee_day
+        for reminder in plan.reminders[index]:
+            if reminder > cursor:
+                if best is None or reminder < best:
+                    best = reminder
+                break
+    if pos.oldest_index is not None:
+        days_late = pos.dpd
+        due = plan.effective_due[pos.oldest_index]
+        for k in (grace + 1, *cfg.buckets.thresholds):
+            if k > days_late:
+                at = start_of_day(due + k * ONE_DAY, tz)
+                if at > cursor and (best is None or at < best):
+                    best = at
+    return best
 
 
 def _event(
@@ -198,13 +211,13 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
     """Process instant ``at`` (> cursor): charges, then the transitions of SPEC §4 in their fixed order."""
     schedule = ledger.schedule_at(at)
     assert schedule is not None, "nothing happens before the first effective_at"
-    plan = _plan(schedule, cfg)
+    plan = ledger.plan(schedule, cfg)
     tz = plan.tz
     penalty = carry.penalty
     if carry.cursor is not None and carry.daily_penalty:
         before = ledger.schedule_at(carry.cursor)
         assert before is not None
-        penalty += midnights_between(carry.cursor, at, _plan(before, cfg).tz) * carry.daily_penalty
+        penalty += midnights_between(carry.cursor, at, ledger.plan(before, cfg).tz) * carry.daily_penalty
     pos = position(schedule, plan, ledger.paid_at(at), at, cfg.buckets)
     active = schedule.status == ACTIVE
     day = local_date(at, tz)
@@ -259,6 +272,7 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
         for index, reminders in enumerate(plan.reminders):
             if at in reminders and not pos.settled[index]:
                 emit(ev.DUE_SOON, fdd if now_open else None, index)
+    timed_next = None if terminal else _timed_after(schedule, plan, pos, at, fee_seqs, cfg)
     new_carry = Carry(
         cursor=at,
         status=schedule.status,
@@ -270,6 +284,7 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
         fee_seqs=fee_seqs,
         daily_penalty=daily,
         terminal=terminal,
+        timed_next=timed_next,
     )
     return new_carry, out
 
@@ -284,7 +299,7 @@ def walk(
     """Process instants after the cursor while ``may_process(instant, time_driven)`` allows; ids attached."""
     out: list[ev.OverdueEvent] = []
     while True:
-        at, timed = next_instant(ledger, carry, cfg)
+        at, timed = next_instant(ledger, carry)
         if at is None or not may_process(at, timed):
             return carry, out
         carry, produced = step(ledger, carry, at, cfg)

@@ -50,6 +50,7 @@ def test_repayment_field_rules(change: dict, expected: str) -> None:
         ({"contact": {"locale": "fr", "channels": ["push"]}}, "UNKNOWN_ENUM"),
         ({"contact": {"locale": "en", "channels": ["fax"]}}, "UNKNOWN_ENUM"),
         ({"effective_at": None}, "MISSING_FIELD"),
+        ({"contact": None}, "MISSING_FIELD"),
     ],
 )
 def test_schedule_field_rules(change: dict, expected: str) -> None:
