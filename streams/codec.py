@@ -1,0 +1,830 @@
+"""Avro contracts of duewatch: schemas from ``schemas/``, binary encode/decode, the JSON form.
+
+Three forms of a record:
+
+- binary: schemaless Avro (no header, no schema id) as written to Kafka;
+- native: what :func:`decode` returns and :func:`encode` takes -- instants as tz-aware
+  :class:`~datetime.datetime` (decode gives UTC), dates as :class:`~datetime.date`, money as
+  ``int`` minor units, enums as ``str``;
+- JSON (SPEC §1, used by the command line): the same field names, instants as ISO-8601
+  strings with an offset, dates as ``YYYY-MM-DD``, money as integers.
+
+Every schema is parsed once and kept; the per-record cost of :func:`decode` is one dict
+lookup plus fastavro. Anything that cannot be turned into a record raises
+:class:`DecodeError` with a short ``reason`` code from :data:`DECODE_REASONS` (what the
+dead-letter queue header carries) and a human ``detail``.
+
+Schema evolution (see ``schemas/README.md``): a record is written with the current schema.
+Kafka values carry no schema id, so a reader that knows the writer's released version
+passes ``writer_version``; without it, data that does not decode with the current schema is
+tried against each released version, newest first, and resolved to the current schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import cache, lru_cache
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+__all__ = [
+    "DECODE_REASONS",
+    "RECORD_TYPES",
+    "SCHEMA_DIR",
+    "TOPIC_RECORD",
+    "DecodeError",
+    "EncodeError",
+    "decode",
+    "encode",
+    "faust_codec_name",
+    "from_json",
+    "load_schema",
+    "register_faust_codecs",
+    "released_versions",
+    "to_json",
+]
+
+#: ``schemas/`` sits next to the ``streams`` package (repo root, or the install prefix when
+#: the schemas are shipped beside the package).
+SCHEMA_DIR: Path = Path(__file__).resolve().parent.parent / "schemas"
+NAMESPACE = "duewatch"
+
+RECORD_TYPES: tuple[str, ...] = (
+    "LoanSchedule",
+    "Repayment",
+    "Tick",
+    "Dispute",
+    "OverdueEvent",
+    "Notification",
+    "BureauRecord",
+    "PartnerShare",
+    "CollectionTask",
+)
+
+#: Logical topic name (SPEC §1, before any deployment prefix) -> record type of its values.
+TOPIC_RECORD: dict[str, str] = {
+    "loan.schedules": "LoanSchedule",
+    "loan.repayments": "Repayment",
+    "clock.ticks": "Tick",
+    "bureau.disputes": "Dispute",
+    "overdue.events": "OverdueEvent",
+    "notify.requests": "Notification",
+    "bureau.records": "BureauRecord",
+    "partner.shares": "PartnerShare",
+    "collections.tasks": "CollectionTask",
+}
+
+#: The closed set of :attr:`DecodeError.reason` codes.
+#: UNDECODABLE: the bytes are not a record of the type (garbage, truncated, trailing bytes,
+#: null value); MISSING_FIELD: a required field is absent (JSON); INVALID_FIELD: a field has
+#: the wrong type or form, e.g. an instant without an offset (JSON); UNKNOWN_FIELD: the JSON
+#: object has a field the schema does not define (a typo would otherwise be ignored silently).
+DECODE_REASONS: frozenset[str] = frozenset({"UNDECODABLE", "MISSING_FIELD", "INVALID_FIELD", "UNKNOWN_FIELD"})
+
+_UTC = UTC
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+_EPOCH_DATE = date(1970, 1, 1)
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class DecodeError(ValueError):
+    """A value that is not a valid record. ``reason`` is one of :data:`DECODE_REASONS`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.detail))
+
+
+class EncodeError(ValueError):
+    """A native value that cannot be written with its schema (a bug in the writer).
+
+    ``reason``: UNENCODABLE, INVALID_FIELD (e.g. a naive datetime) or MISSING_FIELD.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.detail))
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _check_name(name: str) -> None:
+    if name not in RECORD_TYPES:
+        raise ValueError(f"unknown record type {name!r}; expected one of {', '.join(RECORD_TYPES)}")
+
+
+def _schema_path(name: str, version: int | None) -> Path:
+    if version is None:
+        return SCHEMA_DIR / f"{name}.avsc"
+    return SCHEMA_DIR / "released" / f"v{int(version)}" / f"{name}.avsc"
+
+
+@cache
+def _raw_schema(name: str, version: int | None) -> dict[str, Any]:
+    _check_name(name)
+    path = _schema_path(name, version)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        what = "current schema" if version is None else f"released version {version}"
+        raise FileNotFoundError(f"{name}: no {what} at {path}") from None
+    raw = json.loads(text)
+    full = f"{raw.get('namespace', '')}.{raw.get('name')}"
+    if raw.get("type") != "record" or full != f"{NAMESPACE}.{name}":
+        raise ValueError(f"{path}: expected record {NAMESPACE}.{name}, found {full}")
+    return raw
+
+
+def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
+    """The parsed fastavro schema of record type ``name``: the current one from ``schemas/``,
+    or released version ``version`` from ``schemas/released/v<version>/``. Parsed once and
+    shared: do not modify it."""
+    return _parsed_schema(name, None if version is None else int(version))
+
+
+@cache
+def _parsed_schema(name: str, version: int | None) -> dict[str, Any]:
+    return parse_schema(_raw_schema(name, version))
+
+
+@cache
+def released_versions(name: str) -> tuple[int, ...]:
+    """The released versions of record type ``name`` present under ``schemas/released``, ascending."""
+    _check_name(name)
+    base = SCHEMA_DIR / "released"
+    found = []
+    if base.is_dir():
+        for d in base.iterdir():
+            if d.name[:1] == "v" and d.name[1:].isdigit() and (d / f"{name}.avsc").is_file():
+                found.append(int(d.name[1:]))
+    return tuple(sorted(found))
+
+
+# --------------------------------------------------------------------------- schema walking
+#
+# A converter is compiled once per schema from the parsed schema. ``_Bad`` carries a field
+# path built on the way out (no path strings are built on the success path).
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason, message)
+        self.reason = reason
+        self.message = message
+        self.path: list[str] = []  # innermost first
+
+
+def _type_name(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _resolve(schema: Any, named: Mapping[str, Any]) -> Any:
+    if isinstance(schema, str) and schema in named:
+        return named[schema]
+    return schema
+
+
+def _logical(schema: Any) -> str | None:
+    return schema.get("logicalType") if isinstance(schema, dict) else None
+
+
+def _kind(schema: Any) -> str:
+    if isinstance(schema, list):
+        return "union"
+    if isinstance(schema, dict):
+        t = schema["type"]
+        return t if isinstance(t, str) else _kind(t)
+    return schema
+
+
+# ---- JSON -> native
+
+
+def _from_string(v: Any) -> Any:
+    if type(v) is str:
+        return v
+    raise _Bad("INVALID_FIELD", f"expected a string, got {_type_name(v)}")
+
+
+def _from_boolean(v: Any) -> Any:
+    if type(v) is bool:
+        return v
+    raise _Bad("INVALID_FIELD", f"expected true or false, got {_type_name(v)}")
+
+
+def _int_converter(lo: int, hi: int, what: str) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        if type(v) is not int:
+            raise _Bad("INVALID_FIELD", f"expected an integer ({what}), got {_type_name(v)}")
+        if not lo <= v <= hi:
+            raise _Bad("INVALID_FIELD", f"{v} is out of range for {what}")
+        return v
+
+    return conv
+
+
+def _from_double(v: Any) -> Any:
+    if type(v) in (int, float):
+        return float(v)
+    raise _Bad("INVALID_FIELD", f"expected a number, got {_type_name(v)}")
+
+
+def _from_null(v: Any) -> Any:
+    if v is None:
+        return None
+    raise _Bad("INVALID_FIELD", f"expected null, got {_type_name(v)}")
+
+
+def _from_instant(v: Any) -> Any:
+    if isinstance(v, datetime):
+        dt = v
+    elif type(v) is str:
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError:
+            raise _Bad("INVALID_FIELD", f"{v!r} is not an ISO-8601 instant") from None
+    else:
+        raise _Bad("INVALID_FIELD", f"expected an ISO-8601 instant string, got {_type_name(v)}")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise _Bad("INVALID_FIELD", f"{v!r} is a naive instant: an offset is required (e.g. +08:00)")
+    try:
+        return dt.astimezone(_UTC)
+    except (OverflowError, ValueError):
+        raise _Bad("INVALID_FIELD", f"{v!r} is out of range") from None
+
+
+def _from_date(v: Any) -> Any:
+    if isinstance(v, date) and not isinstance(v, datetime):
+        return v
+    if type(v) is str and _DATE_RE.fullmatch(v):
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            pass
+        raise _Bad("INVALID_FIELD", f"{v!r} is not a valid date")
+    raise _Bad("INVALID_FIELD", f"expected a date YYYY-MM-DD, got {v!r}")
+
+
+def _from_json_converter(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], Any]:
+    schema = _resolve(schema, named)
+    logical = _logical(schema)
+    if logical == "timestamp-micros":
+        return _from_instant
+    if logical == "date":
+        return _from_date
+    kind = _kind(schema)
+    if kind == "record":
+        return _from_json_record(schema, named)
+    if kind == "union":
+        return _from_json_union(schema, named)
+    if kind == "array":
+        item = _from_json_converter(schema["items"], named)
+
+        def array(v: Any) -> Any:
+            if not isinstance(v, list | tuple):
+                raise _Bad("INVALID_FIELD", f"expected an array, got {_type_name(v)}")
+            out = []
+            for i, x in enumerate(v):
+                try:
+                    out.append(item(x))
+                except _Bad as e:
+                    e.path.append(f"[{i}]")
+                    raise
+            return out
+
+        return array
+    if kind == "map":
+        value = _from_json_converter(schema["values"], named)
+
+        def map_(v: Any) -> Any:
+            if not isinstance(v, Mapping):
+                raise _Bad("INVALID_FIELD", f"expected an object, got {_type_name(v)}")
+            out = {}
+            for k, x in v.items():
+                if type(k) is not str:
+                    raise _Bad("INVALID_FIELD", f"map key {k!r} is not a string")
+                try:
+                    out[k] = value(x)
+                except _Bad as e:
+                    e.path.append(f"[{k!r}]")
+                    raise
+            return out
+
+        return map_
+    if kind == "enum":
+        symbols = frozenset(schema["symbols"])
+        listed = " | ".join(schema["symbols"])
+
+        def enum(v: Any) -> Any:
+            if type(v) is str and v in symbols:
+                return v
+            raise _Bad("INVALID_FIELD", f"{v!r} is not one of {listed}")
+
+        return enum
+    simple = {
+        "string": _from_string,
+        "boolean": _from_boolean,
+        "int": _int_converter(_INT_MIN, _INT_MAX, "32-bit int"),
+        "long": _int_converter(_LONG_MIN, _LONG_MAX, "64-bit long"),
+        "double": _from_double,
+        "float": _from_double,
+        "null": _from_null,
+    }
+    if kind in simple:
+        return simple[kind]
+    raise TypeError(f"codec: Avro type {kind!r} has no JSON form here")
+
+
+def _from_json_union(branches: list[Any], named: Mapping[str, Any]) -> Callable[[Any], Any]:
+    non_null = [b for b in branches if _resolve(b, named) != "null"]
+    convs = [_from_json_converter(b, named) for b in non_null]
+    nullable = len(non_null) < len(branches)
+    if len(convs) == 1:
+        only = convs[0]
+
+        def optional(v: Any) -> Any:
+            return None if v is None and nullable else only(v)
+
+        return optional
+
+    def union(v: Any) -> Any:
+        if v is None and nullable:
+            return None
+        first: _Bad | None = None
+        for conv in convs:
+            try:
+                return conv(v)
+            except _Bad as e:
+                first = first or e
+        raise first or _Bad("INVALID_FIELD", f"unexpected {_type_name(v)}")
+
+    return union
+
+
+def _from_json_record(schema: dict[str, Any], named: Mapping[str, Any]) -> Callable[[Any], Any]:
+    fields: list[tuple[str, Callable[[Any], Any], bool, Any]] = []
+    for field in schema["fields"]:
+        conv = _from_json_converter(field["type"], named)
+        fields.append((field["name"], conv, "default" in field, field.get("default")))
+    known = frozenset(name for name, _, _, _ in fields)
+
+    def record(v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise _Bad("INVALID_FIELD", f"expected an object, got {_type_name(v)}")
+        out = {}
+        for name, conv, has_default, default in fields:
+            try:
+                if name in v:
+                    out[name] = conv(v[name])
+                elif has_default:
+                    out[name] = conv(default)  # a fresh value (e.g. a new list) each time
+                else:
+                    raise _Bad("MISSING_FIELD", "required field is missing")
+            except _Bad as e:
+                e.path.append(name)
+                raise
+        if len(out) != len(v):
+            extra = sorted(str(k) for k in v if k not in known)
+            if extra:
+                raise _Bad("UNKNOWN_FIELD", f"the schema has no field {', '.join(extra)}")
+        return out
+
+    return record
+
+
+# ---- native -> JSON
+
+
+def _to_instant(v: Any, tz: tzinfo) -> Any:
+    if type(v) is int:
+        v = _EPOCH + timedelta(microseconds=v)
+    elif not isinstance(v, datetime):
+        raise _Bad("INVALID_FIELD", f"expected a datetime, got {_type_name(v)}")
+    elif v.tzinfo is None:
+        raise _Bad("INVALID_FIELD", "naive datetime: an instant must be timezone-aware")
+    return v.astimezone(tz).isoformat()
+
+
+def _to_date(v: Any, tz: tzinfo) -> Any:
+    if type(v) is int:
+        v = _EPOCH_DATE + timedelta(days=v)
+    elif isinstance(v, datetime) or not isinstance(v, date):
+        raise _Bad("INVALID_FIELD", f"expected a date, got {_type_name(v)}")
+    return v.isoformat()
+
+
+def _to_same(v: Any, tz: tzinfo) -> Any:
+    return v
+
+
+def _to_json_converter(schema: Any, named: Mapping[str, Any]) -> Callable[[Any, tzinfo], Any]:
+    schema = _resolve(schema, named)
+    logical = _logical(schema)
+    if logical == "timestamp-micros":
+        return _to_instant
+    if logical == "date":
+        return _to_date
+    kind = _kind(schema)
+    if kind == "record":
+        fields = []
+        for field in schema["fields"]:
+            conv = _to_json_converter(field["type"], named)
+            ftype = field["type"]
+            nullable = isinstance(ftype, list) and "null" in ftype
+            has_default = "default" in field
+            fields.append((field["name"], conv, has_default or nullable, field.get("default")))
+
+        def record(v: Any, tz: tzinfo) -> Any:
+            out = {}
+            for name, conv, optional, default in fields:
+                try:
+                    if name in v:
+                        out[name] = conv(v[name], tz)
+                    elif optional:
+                        out[name] = json.loads(json.dumps(default))  # a fresh copy of the JSON default
+                    else:
+                        raise _Bad("MISSING_FIELD", "required field is missing")
+                except _Bad as e:
+                    e.path.append(name)
+                    raise
+            return out
+
+        return record
+    if kind == "union":
+        branches = [_to_json_converter(b, named) for b in schema if _resolve(b, named) != "null"]
+        if len(branches) == 1:
+            only = branches[0]
+
+            def optional(v: Any, tz: tzinfo) -> Any:
+                return None if v is None else only(v, tz)
+
+            return optional
+        if all(b is _to_same for b in branches):
+            return _to_same
+        raise TypeError("codec: unions of several logical types have no JSON form here")
+    if kind == "array":
+        item = _to_json_converter(schema["items"], named)
+        if item is _to_same:
+            return lambda v, tz: list(v)
+
+        def array(v: Any, tz: tzinfo) -> Any:
+            out = []
+            for i, x in enumerate(v):
+                try:
+                    out.append(item(x, tz))
+                except _Bad as e:
+                    e.path.append(f"[{i}]")
+                    raise
+            return out
+
+        return array
+    if kind == "map":
+        value = _to_json_converter(schema["values"], named)
+        if value is _to_same:
+            return lambda v, tz: dict(v)
+        return lambda v, tz: {k: value(x, tz) for k, x in v.items()}
+    return _to_same
+
+
+# ---- naive-datetime guard for encode (fastavro would silently read a naive datetime as the
+# machine's local time)
+
+
+def _naive_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], None] | None:
+    """A function raising ``_Bad`` on a naive datetime where an instant goes, or None when the
+    schema has no instants."""
+    schema = _resolve(schema, named)
+    if _logical(schema) == "timestamp-micros":
+        return _check_aware
+    kind = _kind(schema)
+    if kind == "record":
+        checks = []
+        for field in schema["fields"]:
+            check = _naive_checker(field["type"], named)
+            if check is not None:
+                checks.append((field["name"], check))
+        if not checks:
+            return None
+
+        def record(v: Any) -> None:
+            get = v.get
+            for name, check in checks:
+                x = get(name)
+                if x is not None:
+                    try:
+                        check(x)
+                    except _Bad as e:
+                        e.path.append(name)
+                        raise
+
+        return record
+    if kind == "union":
+        checks = [c for c in (_naive_checker(b, named) for b in schema) if c is not None]
+        if not checks:
+            return None
+        if len(checks) == 1:
+            return checks[0]
+        return None  # several record branches: not used by duewatch's schemas
+    if kind in ("array", "map"):
+        check = _naive_checker(schema["items" if kind == "array" else "values"], named)
+        if check is None:
+            return None
+
+        def each(v: Any) -> None:
+            items = v.items() if kind == "map" else enumerate(v)
+            for i, x in items:
+                try:
+                    check(x)
+                except _Bad as e:
+                    e.path.append(f"[{i!r}]")
+                    raise
+
+        return each
+    return None
+
+
+def _check_aware(v: Any) -> None:
+    if isinstance(v, datetime) and v.tzinfo is None:
+        raise _Bad("INVALID_FIELD", "naive datetime: an instant must be timezone-aware")
+
+
+def _timezone_path(schema: dict[str, Any], named: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Where a record keeps its IANA time zone: a string field ``timezone`` of the record, or
+    failing that of a nested (non-repeated) record, breadth first."""
+    queue: list[tuple[tuple[str, ...], dict[str, Any]]] = [((), schema)]
+    while queue:
+        prefix, rec = queue.pop(0)
+        for field in rec["fields"]:
+            if field["name"] == "timezone" and field["type"] == "string":
+                return prefix + ("timezone",)
+        for field in rec["fields"]:
+            ftype = _resolve(field["type"], named)
+            if isinstance(ftype, dict) and ftype.get("type") == "record":
+                queue.append((prefix + (field["name"],), ftype))
+    return None
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> tzinfo:
+    if name in ("UTC", "Etc/UTC", "Z"):
+        return _UTC
+    try:
+        return ZoneInfo(name)
+    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError (a KeyError), ValueError, OSError
+        return _UTC  # an invalid zone (dead-lettered input) is shown in UTC rather than failing
+
+
+def _bad_detail(e: _Bad) -> str:
+    path = ""
+    for part in reversed(e.path):
+        path += part if part.startswith("[") or not path else "." + part
+    if e.reason == "MISSING_FIELD":
+        return path
+    return f"{path}: {e.message}" if path else e.message
+
+
+def _failure(e: BaseException) -> str:
+    if isinstance(e, EOFError):
+        return "truncated: the data ends inside the record"
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# --------------------------------------------------------------------------- per-record codec
+
+
+class _RecordCodec:
+    __slots__ = ("name", "schema", "fallbacks", "versions", "from_json", "to_json", "check", "tz_path")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.schema = load_schema(name)
+        named = self.schema.get("__named_schemas", {})
+        current = _raw_schema(name, None)
+        # Released versions whose writer schema differs from the current one, newest first:
+        # tried when data does not decode with the current schema.
+        self.fallbacks = tuple(
+            (v, load_schema(name, v))
+            for v in reversed(released_versions(name))
+            if _raw_schema(name, v) != current
+        )
+        # writer version -> (writer schema, reader schema or None when identical)
+        self.versions: dict[Any, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self.from_json = _from_json_record(self.schema, named)
+        self.to_json = _to_json_converter(self.schema, named)
+        self.check = _naive_checker(self.schema, named)
+        self.tz_path = _timezone_path(self.schema, named)
+
+    def decode_fallback(self, data: bytes, first: str) -> dict[str, Any]:
+        for _version, writer in self.fallbacks:
+            fo = BytesIO(data)
+            try:
+                record = schemaless_reader(fo, writer, self.schema)
+            except Exception:  # noqa: BLE001 - any failure means "not this version"
+                continue
+            if fo.tell() == len(data):
+                return record
+        raise DecodeError("UNDECODABLE", f"{self.name}: {first}")
+
+    def decode_version(self, data: bytes, version: int) -> dict[str, Any]:
+        resolution = self.versions.get(version)
+        if resolution is None:
+            try:
+                v = int(version)
+                same = _raw_schema(self.name, v) == _raw_schema(self.name, None)
+            except (FileNotFoundError, ValueError, TypeError):
+                raise DecodeError("UNDECODABLE", f"{self.name}: unknown writer version {version!r}") from None
+            resolution = (self.schema, None) if same else (load_schema(self.name, v), self.schema)
+            self.versions[version] = resolution
+        writer, reader = resolution
+        try:
+            fo = BytesIO(data)
+            record = schemaless_reader(fo, writer, reader)
+        except Exception as e:  # noqa: BLE001
+            raise DecodeError("UNDECODABLE", f"{self.name} v{version}: {_failure(e)}") from e
+        if fo.tell() != len(data):
+            raise DecodeError(
+                "UNDECODABLE", f"{self.name} v{version}: {len(data) - fo.tell()} trailing bytes"
+            )
+        return record
+
+
+_CODECS: dict[str, _RecordCodec] = {}
+
+
+def _codec(name: str) -> _RecordCodec:
+    codec = _CODECS.get(name)
+    if codec is None:
+        _check_name(name)
+        codec = _CODECS[name] = _RecordCodec(name)
+    return codec
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def encode(name: str, value: Mapping[str, Any]) -> bytes:
+    """Schemaless Avro bytes of the native ``value`` of record type ``name``.
+
+    Raises :class:`EncodeError` if the value does not fit the schema (including a naive
+    datetime for an instant, which fastavro would otherwise read as local time)."""
+    codec = _CODECS.get(name) or _codec(name)
+    check = codec.check
+    if check is not None:
+        try:
+            check(value)
+        except _Bad as e:
+            raise EncodeError(e.reason, f"{name}.{_bad_detail(e)}") from None
+    fo = BytesIO()
+    try:
+        schemaless_writer(fo, codec.schema, value)
+    except Exception as e:  # noqa: BLE001 - fastavro raises ValueError, TypeError, OverflowError, ...
+        raise EncodeError("UNENCODABLE", f"{name}: {type(e).__name__}: {e}") from e
+    return fo.getvalue()
+
+
+def decode(
+    name: str, data: bytes | bytearray | memoryview, *, writer_version: int | None = None
+) -> dict[str, Any]:
+    """The native record of type ``name`` in schemaless Avro ``data``.
+
+    ``writer_version``: the released version the data was written with, when known (e.g. from
+    a header); else the current schema is tried first, then each differing released version.
+    Raises :class:`DecodeError` (reason ``UNDECODABLE``) for anything that is not exactly one
+    record: garbage, truncated data, trailing bytes, a null value."""
+    codec = _CODECS.get(name) or _codec(name)
+    if writer_version is not None:
+        return codec.decode_version(data, writer_version)
+    try:
+        fo = BytesIO(data)
+        record = schemaless_reader(fo, codec.schema, None)
+    except Exception as e:  # noqa: BLE001 - garbage can raise almost anything inside fastavro
+        if data is None:
+            raise DecodeError("UNDECODABLE", f"{name}: null value") from None
+        return codec.decode_fallback(data, _failure(e))
+    if fo.tell() != len(data):
+        return codec.decode_fallback(data, f"{len(data) - fo.tell()} trailing bytes after the record")
+    return record
+
+
+def from_json(name: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The native record of type ``name`` from its JSON form (SPEC §1).
+
+    Absent optional fields get their schema defaults. Raises :class:`DecodeError`:
+    ``MISSING_FIELD`` (detail: the field path, e.g. ``contact.locale``), ``INVALID_FIELD``
+    (a naive instant, a malformed date, a wrong type, a value out of range, an unknown enum
+    symbol) or ``UNKNOWN_FIELD``."""
+    codec = _CODECS.get(name) or _codec(name)
+    try:
+        return codec.from_json(obj)
+    except _Bad as e:
+        raise DecodeError(e.reason, _bad_detail(e)) from None
+
+
+def to_json(name: str, value: Mapping[str, Any], *, tz: str | tzinfo | None = None) -> dict[str, Any]:
+    """The JSON form (SPEC §1) of the native ``value`` of record type ``name``.
+
+    Instants are written in the record's own time zone (its ``timezone`` field, or a nested
+    record's, e.g. CollectionTask.contact_window.timezone), else in UTC; ``tz`` overrides.
+    Absent optional fields are written with their defaults."""
+    codec = _CODECS.get(name) or _codec(name)
+    if tz is None:
+        zone: tzinfo = _UTC
+        path = codec.tz_path
+        if path is not None:
+            node: Any = value
+            for part in path:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(node, str):
+                zone = _zone(node)
+    elif isinstance(tz, str):
+        zone = _zone(tz)
+    else:
+        zone = tz
+    try:
+        return codec.to_json(value, zone)
+    except _Bad as e:
+        raise EncodeError(e.reason, f"{name}.{_bad_detail(e)}") from None
+
+
+# --------------------------------------------------------------------------- Faust
+
+
+def faust_codec_name(name: str) -> str:
+    """The Faust serializer name of record type ``name``: ``avro-<name lower-cased>``."""
+    return f"avro-{name.lower()}"
+
+
+_avro_codec_class: type | None = None
+
+
+def _make_avro_codec_class() -> type:
+    global _avro_codec_class
+    if _avro_codec_class is None:
+        import faust
+
+        class AvroCodec(faust.Codec):
+            """Faust codec for one duewatch record type (``value_serializer="avro-repayment"``).
+
+            ``_loads`` raises :class:`DecodeError`; agents that must dead-letter bad input
+            consume raw bytes and call :func:`decode` themselves."""
+
+            def __init__(self, record_name: str, children: Any = None, **kwargs: Any) -> None:
+                _check_name(record_name)
+                super().__init__(children=children, record_name=record_name, **kwargs)
+                self.record_name = record_name
+
+            def _dumps(self, obj: Any) -> bytes:
+                if not isinstance(obj, Mapping) and hasattr(obj, "asdict"):
+                    obj = obj.asdict()
+                return encode(self.record_name, obj)
+
+            def _loads(self, s: bytes) -> Any:
+                return decode(self.record_name, s)
+
+        AvroCodec.__module__ = __name__
+        AvroCodec.__qualname__ = "AvroCodec"
+        _avro_codec_class = AvroCodec
+    return _avro_codec_class
+
+
+def register_faust_codecs() -> dict[str, Any]:
+    """Register an :class:`AvroCodec` for every record type with Faust as
+    ``avro-<name lower-cased>`` (idempotent). Returns {serializer name: codec}."""
+    from faust.serializers import codecs
+
+    cls = _make_avro_codec_class()
+    registered = {}
+    for name in RECORD_TYPES:
+        key = faust_codec_name(name)
+        existing = codecs.codecs.get(key)
+        if not isinstance(existing, cls) or existing.record_name != name:
+            codecs.register(key, cls(name))
+        registered[key] = codecs.codecs[key]
+    return registered
+
+
+def __getattr__(attr: str) -> Any:
+    # ``AvroCodec`` subclasses faust.Codec: created on first access so that importing this
+    # module does not import Faust.
+    if attr == "AvroCodec":
+        return _make_avro_codec_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
