@@ -58,6 +58,74 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings():
+    from .settings import from_env
+
+    return from_env()
+
+
+def _read_lines(path: str) -> list[dict]:
+    from . import jsonform
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    return [jsonform.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .kafkaio import logical_name, produce
+
+    cfg = _settings()
+    topic = logical_name(args.topic, cfg)
+    sent = asyncio.run(produce(cfg, topic, _read_lines(args.file), raw=args.raw))
+    print(f"sent {sent} records to {cfg.topic(topic)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import jsonform
+    from .kafkaio import consume, logical_name
+
+    cfg = _settings()
+
+    async def run() -> None:
+        async for record in consume(cfg, logical_name(args.topic, cfg), args.from_beginning, args.idle_timeout, args.max):
+            sys.stdout.write(jsonform.dumps(record) + "\n")
+            sys.stdout.flush()
+
+    asyncio.run(run())
+    return 0
+
+
+def _cmd_tick(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from .kafkaio import send_tick
+
+    cfg = _settings()
+    at = args.at or datetime.now(UTC)
+    partitions = asyncio.run(send_tick(cfg, at))
+    print(f"tick {at.isoformat()} sent to {partitions} partitions", file=sys.stderr)
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .kafkaio import create_topics
+
+    cfg = _settings()
+    created = asyncio.run(create_topics(cfg))
+    for name in created:
+        print(f"created {name}")
+    print(f"{len(created)} created, the rest already existed", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="duewatch", description="Real-time loan-overdue detector.")
@@ -67,6 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_instant, default=None, help="replay up to and including this instant")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("produce", help="send JSON lines {key, value} to a topic, Avro-encoded")
+    p.add_argument("topic", help="logical topic name, e.g. loan.repayments")
+    p.add_argument("file", help="JSON-lines file ('-' for standard input)")
+    p.add_argument("--raw", action="store_true", help="send each line's value string as bytes, as-is (DLQ tests)")
+    p.set_defaults(func=_cmd_produce)
+
+    p = sub.add_parser("consume", help="print a topic's records as JSON lines")
+    p.add_argument("topic")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record")
+    p.add_argument("--max", type=int, default=None, help="stop after N records")
+    p.set_defaults(func=_cmd_consume)
+
+    p = sub.add_parser("tick", help="send one Tick to every partition of clock.ticks")
+    p.add_argument("--at", type=_instant, default=None, help="the tick's instant (default: now)")
+    p.set_defaults(func=_cmd_tick)
+
+    p = sub.add_parser("topics", help="manage topics")
+    topics = p.add_subparsers(dest="topics_command", required=True)
+    t = topics.add_parser("create", help="create every topic of SPEC §1 (idempotent)")
+    t.set_defaults(func=_cmd_topics)
     return parser
 
 
