@@ -1,0 +1,240 @@
+"""Shared fixtures: a real Kafka broker for the session, fresh topics, Faust worker processes.
+
+- ``kafka_bootstrap``: "host:port". Uses $KAFKA_BOOTSTRAP_SERVERS when set, otherwise starts
+  a single-node KRaft broker (streams/devkafka.py) on free ports in a temp dir for the session.
+- ``kafka_config``: aiokafka client kwargs (bootstrap + the KAFKA_SECURITY_PROTOCOL/SASL/SSL env).
+- ``new_topic``: ``await new_topic(partitions=3)`` creates a uniquely named topic, deleted at teardown
+  (``new_topic.track(name)`` deletes other topics too, e.g. the ones a Faust worker created).
+- ``faust_worker``: ``faust_worker("tests.integration.faust_minimal_app", env={...})`` runs a real
+  ``python -m faust ... worker`` subprocess (no web server unless ``web_port=``), stopped
+  (SIGTERM, then SIGKILL) at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from streams import devkafka
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def run_sync(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion in a private event loop on another thread.
+
+    Safe from sync fixtures/teardowns: does not touch the loop pytest-asyncio installed.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()
+
+
+def unique_name(prefix: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", prefix).strip("-")[:60] or "t"
+    return f"{slug}-{uuid.uuid4().hex[:10]}"
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def kafka_client_kwargs(bootstrap: str) -> dict[str, Any]:
+    """aiokafka client kwargs for ``bootstrap`` plus the security settings from the environment."""
+    kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap}
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol != "PLAINTEXT":
+        kwargs["security_protocol"] = protocol
+    if protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context(cafile=os.environ.get("KAFKA_SSL_CAFILE") or None)
+    if protocol.startswith("SASL_"):
+        kwargs["sasl_mechanism"] = os.environ.get("KAFKA_SASL_MECHANISM", "PLAIN")
+        kwargs["sasl_plain_username"] = os.environ.get("KAFKA_SASL_USERNAME")
+        kwargs["sasl_plain_password"] = os.environ.get("KAFKA_SASL_PASSWORD")
+    return kwargs
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    port, controller_port = devkafka.free_ports(2)
+    broker = devkafka.Broker(tmp_path_factory.mktemp("kafka"), port, controller_port)
+    # die_with_parent: if pytest itself is killed, the kernel SIGTERMs the broker
+    broker.up(timeout=60, die_with_parent=True)
+    try:
+        yield broker.bootstrap
+    finally:  # also on test failures and KeyboardInterrupt (pytest tears down session fixtures)
+        broker.down(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def kafka_config(kafka_bootstrap: str) -> dict[str, Any]:
+    return kafka_client_kwargs(kafka_bootstrap)
+
+
+def _replication_factor() -> int:
+    return int(os.environ.get("KAFKA_TEST_REPLICATION_FACTOR", "1"))
+
+
+class TopicFactory:
+    """``name = await new_topic(partitions=3, config={"cleanup.policy": "compact"})``.
+
+    Creates a uniquely named topic with the admin client and returns once every partition
+    has a leader. Created topics, and any passed to ``track()`` (e.g. the changelog topics a
+    Faust worker created), are deleted when the test ends (best effort).
+    """
+
+    def __init__(self, kafka_config: dict[str, Any], default_prefix: str) -> None:
+        self.kafka_config = kafka_config
+        self.default_prefix = default_prefix
+        self.created: list[str] = []
+
+    async def __call__(self, partitions: int = 1, *, prefix: str | None = None,
+                       config: Mapping[str, str] | None = None, timeout: float = 30.0) -> str:  # fmt: skip
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        name = unique_name(prefix or self.default_prefix)
+        admin = AIOKafkaAdminClient(**self.kafka_config)
+        await admin.start()
+        try:
+            topic = NewTopic(name, partitions, _replication_factor(), topic_configs=dict(config or {}))
+            await admin.create_topics([topic])
+            self.created.append(name)
+            deadline = time.monotonic() + timeout
+            while True:
+                [desc] = await admin.describe_topics([name])
+                parts = desc.get("partitions") or []
+                if (
+                    desc.get("error_code") == 0
+                    and len(parts) == partitions
+                    and all(p["leader"] >= 0 for p in parts)
+                ):
+                    return name
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {name} not ready after {timeout} s: {desc}")
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+
+    def track(self, *names: str) -> None:
+        self.created.extend(names)
+
+    def cleanup(self) -> None:
+        if not self.created:
+            return
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        async def delete() -> None:
+            admin = AIOKafkaAdminClient(**self.kafka_config)
+            await admin.start()
+            try:
+                await admin.delete_topics(self.created)
+            finally:
+                await admin.close()
+
+        with contextlib.suppress(Exception):
+            run_sync(delete)
+
+
+@pytest.fixture
+def new_topic(kafka_config: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+    """See TopicFactory: ``await new_topic(partitions=N)`` -> a fresh, uniquely named topic."""
+    factory = TopicFactory(kafka_config, request.node.name)
+    yield factory
+    factory.cleanup()
+
+
+# --------------------------------------------------------------------------- faust workers
+
+
+class FaustWorker:
+    """A ``python -m faust -A <app> worker`` subprocess with its output in a log file."""
+
+    def __init__(self, app: str, env: Mapping[str, str], log_file: Path, loglevel: str = "info",
+                 web_port: int | None = None) -> None:  # fmt: skip
+        self.app = app
+        self.log_file = log_file
+        cmd = [sys.executable, "-m", "faust", "-A", app, "worker", "-l", loglevel]
+        # `faust worker` overrides App(web_enabled=...) with its --with-web default (on, port 6066),
+        # so two workers would collide on 6066: no web server unless a port is asked for.
+        if web_port is None:
+            cmd.append("--without-web")
+        else:
+            cmd += ["--web-port", str(web_port), "--web-bind", devkafka.HOST, "--web-host", devkafka.HOST]
+        self._log = open(log_file, "ab")  # closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=devkafka._set_pdeathsig,
+        )  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_file.read_text(errors="replace")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    async def wait_for_output(self, pattern: str, timeout: float = 60.0) -> None:
+        """Wait until the worker's log matches the regex ``pattern``."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while not rx.search(self.output()):
+            if not self.running:
+                raise AssertionError(f"faust worker exited ({self.proc.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"faust worker: no {pattern!r} within {timeout} s:\n{self.tail()}")
+            await asyncio.sleep(0.2)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit code."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def faust_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., FaustWorker]]:
+    """Factory for Faust worker subprocesses; KAFKA_BOOTSTRAP_SERVERS is set for them."""
+    workers: list[FaustWorker] = []
+
+    def start(app: str, env: Mapping[str, str] | None = None, loglevel: str = "info",
+              web_port: int | None = None) -> FaustWorker:  # fmt: skip
+        log_file = tmp_path / f"worker-{len(workers)}.log"
+        env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, **(env or {})}
+        worker = FaustWorker(app, env, log_file, loglevel, web_port)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
