@@ -68,12 +68,16 @@ def ev_int(event: Mapping[str, Any], name: str) -> int:
 
 
 def ev_instant(event: Mapping[str, Any], name: str) -> datetime:
-    """A required aware instant (datetime or ISO-8601 string with offset), in the event's time zone."""
+    """A required aware instant (datetime or ISO-8601 string with offset), in UTC.
+
+    Internally every instant is UTC: Python adds timedeltas to, and compares, two datetimes
+    that share one ZoneInfo by their wall clocks (wrong across a DST change and in the
+    repeated hour). Outputs are converted to the loan's zone when they are built.
+    """
     try:
-        instant = parse_instant(event.get(name))
+        return parse_instant(event.get(name)).astimezone(UTC)
     except ValueError as exc:
         raise RoutingError(f"event field {name!r}: {exc}") from None
-    return instant.astimezone(ev_zone(event))
 
 
 def ev_date(event: Mapping[str, Any], name: str) -> date | None:
@@ -315,6 +319,11 @@ def decode_state(cls: type, data: bytes) -> Any:
     return from_jsonable(json.loads(data.decode("utf-8")), cls)
 
 
+def utc(instant: datetime) -> datetime:
+    """``instant`` in UTC: the form every comparison and every duration arithmetic uses."""
+    return instant.astimezone(UTC)
+
+
 def later(a: datetime | None, b: datetime) -> datetime:
-    """The later of a clock value (None: never set) and an instant."""
-    return b if a is None or b > a else a
+    """The later of a clock value (None: never set) and an instant, in UTC."""
+    return utc(b) if a is None or utc(b) > utc(a) else utc(a)

@@ -13,7 +13,7 @@ disposition DROPPED so the gap is auditable.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -129,7 +129,7 @@ def build_notification(
     source_event_id: str,
     kind: str,
     template: str,
-    params_for: Any,
+    params_for: Callable[[str], Mapping[str, str]],
     created_at: datetime,
     disposition: str = SEND,
 ) -> dict[str, Any]:

@@ -32,6 +32,10 @@ retraction's ``as_of``), it writes a CORRECTION telling the borrower to disregar
 it was not yet due, or was DROPPED, it writes nothing. A retracted request keeps counting
 towards its day's cap: it was written, and nothing tells the sender not to deliver it.
 
+Retention: a request older than ``policy.retention`` (default 35 days) before the
+retraction's ``as_of`` is forgotten and gets no CORRECTION (decided by those instants, so
+the same in the stream and in replay).
+
 Idempotence: a re-delivered event (same ``event_id``) re-emits exactly the requests it
 made the first time (same ids and content) and changes nothing; this holds for as long
 as the state remembers the event (``policy.retention``, default 35 days).
@@ -65,6 +69,7 @@ from .common import (
     later,
     local_day,
     make_id,
+    utc,
 )
 from .messages import (
     COLLECTION,
@@ -167,6 +172,8 @@ def _retract(
 ) -> tuple[NotificationState, list[Output]]:
     target = ev_str(event, "retracts")
     original = state.emitted.get(target)
+    if original is not None and max(utc(n["created_at"]) for n in original) < as_of - policy.retention:
+        original = None  # beyond retention: forgotten, whether or not pruning has run yet
     if original is None or target in state.retracted:
         return _prune(state, policy), []
     event_id = ev_str(event, "event_id")
@@ -186,7 +193,7 @@ def _prune(state: NotificationState, policy: Policy) -> NotificationState:
         return state
     cutoff = state.clock - policy.retention
     oldest_day = cutoff.date().toordinal() - 1  # one day of slack for the loans' different zones
-    emitted = {k: v for k, v in state.emitted.items() if not v or max(n["created_at"] for n in v) >= cutoff}
+    emitted = {k: v for k, v in state.emitted.items() if not v or max(utc(n["created_at"]) for n in v) >= cutoff}
     days = {k: v for k, v in state.days.items() if date.fromisoformat(k).toordinal() >= oldest_day}
     retracted = {k: v for k, v in state.retracted.items() if v >= cutoff}
     if len(emitted) == len(state.emitted) and len(days) == len(state.days) and len(retracted) == len(
