@@ -42,15 +42,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             if done % 5000 == 0 or done == total:
                 bar.update(task, completed=done)
 
+    from .policy_loader import load_policy
+
+    policy = load_policy(_settings().policy_file)
     try:
-        outputs = replay(records, args.until, progress=progress)
+        outputs = replay(records, args.until, progress=progress, policy=policy)
     finally:
         if bar is not None:
             bar.stop()
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     try:
+        from . import codec
+
         for output in outputs:
-            out.write(jsonform.dumps(output.as_record()))
+            record = output.as_record()
+            record_type = codec.TOPIC_RECORD.get(output.topic)
+            if record_type is not None and output.topic != "duewatch.dlq":
+                record["value"] = codec.to_json(record_type, record["value"])
+            out.write(jsonform.dumps(record))
             out.write("\n")
     finally:
         if out is not sys.stdout:
@@ -116,13 +125,35 @@ def _cmd_tick(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     import asyncio
 
+    from .app import internal_topics
     from .kafkaio import create_topics
 
     cfg = _settings()
-    created = asyncio.run(create_topics(cfg))
+    created = asyncio.run(create_topics(cfg, physical=internal_topics(cfg)))
     for name in created:
         print(f"created {name}")
     print(f"{len(created)} created, the rest already existed", file=sys.stderr)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from faust.cli.base import prepare_app
+
+    from .app import create_app, internal_topics
+    from .kafkaio import create_topics
+
+    cfg = _settings()
+    logging.basicConfig(level=cfg.log_level.upper())
+    # Topics first (idempotent): the broker does not auto-create them, and a worker that
+    # starts against a fresh cluster should simply work.
+    asyncio.run(create_topics(cfg, physical=internal_topics(cfg)))
+    app = create_app(cfg)
+    prepare_app(app, "streams.app")
+    worker = app.Worker(loglevel=cfg.log_level)
+    worker.execute_from_commandline()
     return 0
 
 
@@ -130,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="duewatch", description="Real-time loan-overdue detector.")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("worker", help="run a stream worker (detector, ticker, web server)")
+    p.set_defaults(func=_cmd_worker)
+
     p = sub.add_parser("replay", help="run the detector over a JSON-lines file")
     p.add_argument("--input", required=True, help="JSON lines {topic, key, value}")
     p.add_argument("--until", type=_instant, default=None, help="replay up to and including this instant")

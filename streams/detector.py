@@ -11,7 +11,7 @@ path short: one Avro decode, one core call, one encode per event.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,9 +20,21 @@ from . import settings as names
 from .core import errors, statecodec
 from .core.config import EngineConfig
 from .core.events import OverdueEvent
-from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick, wake_at
+from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
 from .core.records import parse_repayment, parse_schedule, parse_tick, repayment_to_dict
 from .core.wakeups import WakeIndex
+from .metrics import BookGauges
+
+Contribution = tuple[tuple[str, str] | None, int, bool]
+
+
+def contribution(state: LoanState | None) -> Contribution:
+    """What one loan adds to the book gauges: its (bucket, currency) and overdue amount if open; held or not."""
+    if state is None:
+        return None, 0, False
+    carry = state.carry
+    key = (carry.bucket, state.schedules[0].currency) if carry.open and state.schedules else None
+    return key, carry.total_overdue if key else 0, state.held
 
 
 @dataclass(slots=True)
@@ -69,8 +81,15 @@ def dlq_send(
 class Detector:
     """Per-worker detector state that is not in the table: per-partition clocks and wake-up indexes."""
 
-    def __init__(self, cfg: EngineConfig, load: Callable[[str], bytes | None], cache_size: int = 200_000) -> None:
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        load: Callable[[str], bytes | None],
+        cache_size: int = 200_000,
+        book: BookGauges | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.book = book
         self._load = load
         self.clocks: dict[int, datetime] = {}
         self.indexes: dict[int, WakeIndex] = {}
@@ -105,14 +124,16 @@ class Detector:
             index = self.indexes[partition] = WakeIndex()
         return index
 
-    def rebuild(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int:
-        """Rebuild ``partition``'s wake-up index from its stored states (after assignment/recovery)."""
-        index = self.indexes[partition] = WakeIndex()
-        count = 0
-        for loan_id, raw in items:
-            index.set(loan_id, wake_at(statecodec.loads(raw), self.cfg))
-            count += 1
-        return count
+    def clear_cache(self) -> None:
+        """Drop decoded states (after a rebalance the table may hold newer ones)."""
+        self._cache.clear()
+
+    def tick_instant(self, value: bytes) -> datetime:
+        """Decode a Tick's instant; raises ``InvalidRecord`` for a bad one."""
+        try:
+            return parse_tick(codec.decode("Tick", value)).as_of
+        except codec.DecodeError as exc:
+            raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
 
     def forget(self, partition: int) -> None:
         """Drop ``partition`` (revoked): its index and clock; cached states go stale harmlessly."""
@@ -139,7 +160,8 @@ class Detector:
             if key is None or key.decode("utf-8", "replace") != record.loan_id:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
             loan_id = record.loan_id
-            state = self.state(loan_id) or new_loan(loan_id)
+            before = self.state(loan_id)
+            state = before or new_loan(loan_id)
             now = self.clocks.get(partition)
             if topic == names.SCHEDULES:
                 outcome = apply_schedule(state, record, now, self.cfg)
@@ -150,7 +172,7 @@ class Detector:
         except errors.InvalidRecord as exc:
             return Effects(sends=[dlq_send(key, value, exc, topic, partition, offset)], dlq=[exc.reason])
         effects = Effects(duplicate=outcome.duplicate)
-        self._take(effects, loan_id, outcome, partition, detected_at)
+        self._take(effects, loan_id, before, outcome, partition, detected_at)
         return effects
 
     def on_tick(self, partition: int, as_of: datetime, detected_at: datetime) -> Effects:
@@ -164,10 +186,12 @@ class Detector:
             state = self.state(loan_id)
             if state is None:
                 continue
-            self._take(effects, loan_id, tick(state, clock, self.cfg), partition, detected_at)
+            self._take(effects, loan_id, state, tick(state, clock, self.cfg), partition, detected_at)
         return effects
 
-    def _take(self, effects: Effects, loan_id: str, outcome: Outcome, partition: int, detected_at: datetime) -> None:
+    def _take(
+        self, effects: Effects, loan_id: str, before: LoanState | None, outcome: Outcome, partition: int, detected_at: datetime
+    ) -> None:
         key = loan_id.encode()
         for event in outcome.events:
             value = codec.encode("OverdueEvent", event.to_dict(detected_at))
@@ -180,4 +204,9 @@ class Detector:
         if not outcome.duplicate:
             effects.writes[loan_id] = outcome.state
             self._remember(loan_id, outcome.state)
+            if self.book is not None:
+                if before is None:
+                    self.book.loans += 1
+                self.book.add(*contribution(before), -1)
+                self.book.add(*contribution(outcome.state), +1)
         self.index(partition).set(loan_id, outcome.wake_at)

@@ -31,17 +31,19 @@ def logical_name(topic: str, cfg: Settings) -> str:
     return topic
 
 
-async def create_topics(cfg: Settings, topics: Iterable[str] = names.ALL_TOPICS, partitions: int | None = None) -> list[str]:
-    """Create the logical ``topics`` (prefixed) if they do not exist; returns the ones created."""
+async def create_topics(
+    cfg: Settings, topics: Iterable[str] = names.ALL_TOPICS, partitions: int | None = None, physical: Iterable[str] = ()
+) -> list[str]:
+    """Create the logical ``topics`` (prefixed) and ``physical`` ones if missing; returns those created."""
     admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
     await admin.start()
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(cfg.topic(t), num_partitions=partitions or cfg.partitions, replication_factor=cfg.replication)
-            for t in topics
-            if cfg.topic(t) not in existing
+            NewTopic(name, num_partitions=partitions or cfg.partitions, replication_factor=cfg.replication)
+            for name in [*(cfg.topic(t) for t in topics), *physical]
+            if name not in existing
         ]
         for topic in wanted:
             try:

@@ -19,6 +19,7 @@ from .core.config import REPLAY_CONFIG, EngineConfig
 from .core.dates import MICROSECOND, parse_instant
 from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
 from .core.records import parse_dispute, parse_repayment, parse_schedule, repayment_to_dict
+from .core.routing import Policy, emission_instant, route_all
 
 SCHEDULES = "loan.schedules"
 REPAYMENTS = "loan.repayments"
@@ -88,8 +89,17 @@ class Replay:
                 dlq_headers(rejection.error, REPAYMENTS),
             )
 
-    def run(self, records: Iterable[Mapping[str, Any]], until: datetime | None, progress: Callable | None = None):
-        """Sort ``records`` by event time, apply them, tick every loan to ``until``; returns outputs in order."""
+    def run(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        until: datetime | None,
+        progress: Callable | None = None,
+        policy: Policy | None = None,
+    ):
+        """Sort ``records`` by event time, apply them, tick every loan to ``until``; returns outputs in order.
+
+        With a routing ``policy`` the four routers of SPEC §5 run over the detector's events too.
+        """
         timed: list[tuple[datetime, int, str, Any, Mapping[str, Any]]] = []
         first_bad: list[tuple[int, str, Any, Any, errors.InvalidRecord]] = []
         latest: datetime | None = None
@@ -126,6 +136,15 @@ class Replay:
             for loan_id, state in list(self.loans.items()):
                 self._outcome(loan_id, tick(state, until, self.cfg), TICKS)
         self.outputs.sort()
+        if policy is not None and until is not None:
+            events = [o.value for o in self.outputs if o.topic == OVERDUE]
+            disputes = [
+                {"dispute_id": d.dispute_id, "loan_id": d.loan_id, "status": d.status, "at": d.at, "note": d.note}
+                for d in self.disputes
+            ]
+            for topic, key, value in route_all(events, disputes, until, policy):
+                self._emit(emission_instant(topic, value), topic, key, value)
+            self.outputs.sort()
         return self.outputs
 
     def _apply(self, event_time: datetime, topic: str, key: Any, value: Mapping[str, Any], until: datetime | None):
@@ -156,6 +175,7 @@ def replay(
     until: datetime | None = None,
     cfg: EngineConfig = REPLAY_CONFIG,
     progress: Callable | None = None,
+    policy: Policy | None = None,
 ) -> list[Output]:
-    """Run the detector over ``records`` up to and including ``until``; outputs ordered by as_of."""
-    return Replay(cfg=cfg).run(records, until, progress)
+    """Run the detector (and, with a policy, the routers) over ``records`` up to ``until``; outputs in order."""
+    return Replay(cfg=cfg).run(records, until, progress, policy)

@@ -6,6 +6,7 @@ Read once at start-up; everything downstream receives this immutable value.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,6 +70,8 @@ class Settings:
     settle_delay: float = 60.0
     state_dir: str = "./state"
     web_port: int = 6066
+    web_bind: str = "0.0.0.0"
+    web_host: str = "localhost"
     policy_file: str | None = None
     api_token: str | None = None
     security_protocol: str = "PLAINTEXT"
@@ -123,6 +126,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         settle_delay=_number(env, "DUEWATCH_SETTLE_DELAY", 60.0, float, 0),
         state_dir=text("DUEWATCH_STATE_DIR", "./state") or "./state",
         web_port=_number(env, "DUEWATCH_WEB_PORT", 6066, int, 0),
+        web_bind=text("DUEWATCH_WEB_BIND", "0.0.0.0") or "0.0.0.0",
+        web_host=text("DUEWATCH_WEB_HOST", None) or socket.gethostname(),
         policy_file=text("DUEWATCH_POLICY_FILE", None),
         api_token=text("DUEWATCH_API_TOKEN", None),
         security_protocol=text("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") or "PLAINTEXT",

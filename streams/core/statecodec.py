@@ -61,7 +61,7 @@ def _carry(c: Carry) -> list:
         None if c.cursor is None else _us(c.cursor), c.status, c.open, c.bucket,
         None if c.first_delinquency_date is None else c.first_delinquency_date.toordinal(),
         c.penalty, c.late_fees, sorted(c.fee_seqs), c.daily_penalty, c.terminal,
-        None if c.timed_next is None else _us(c.timed_next),
+        None if c.timed_next is None else _us(c.timed_next), c.total_overdue,
     ]
 
 
@@ -71,6 +71,7 @@ def _uncarry(a: list) -> Carry:
         first_delinquency_date=None if a[4] is None else date.fromordinal(a[4]),
         penalty=a[5], late_fees=a[6], fee_seqs=frozenset(a[7]), daily_penalty=a[8], terminal=a[9],
         timed_next=None if a[10] is None else _t(a[10]),
+        total_overdue=a[11] if len(a) > 11 else 0,
     )
 
 

@@ -45,6 +45,8 @@ class Carry:
     # The next midnight/reminder after the cursor at which the loan can change. It depends only on
     # the state at the cursor, which a record after the cursor cannot change, so it is computed once.
     timed_next: datetime | None = None
+    # Outstanding of the past-due instalments at the cursor (what the loan owes overdue).
+    total_overdue: int = 0
 
 
 class Ledger:
@@ -285,6 +287,7 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
         daily_penalty=daily,
         terminal=terminal,
         timed_next=timed_next,
+        total_overdue=pos.total_overdue,
     )
     return new_carry, out
 

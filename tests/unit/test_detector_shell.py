@@ -104,6 +104,13 @@ def test_gate_holds_a_tick_until_the_inputs_present_at_its_arrival_are_processed
     assert not gate.hold(3, t2, {reps: 9})  # already processed that far
 
 
+def test_gate_never_stops_the_clock() -> None:
+    gate = Gate()
+    reps = TP("loan.repayments", 0)
+    held = [gate.hold(0, at("2026-03-16"), {reps: 100}) for _ in range(Gate.MAX_HOLDS + 2)]
+    assert all(held[:-1]) and not held[-1]
+
+
 def test_partition_of_matches_kafkas_default_partitioner() -> None:
     # Values from Kafka's own murmur2 (org.apache.kafka.common.utils.Utils.murmur2) for these keys.
     from aiokafka.partitioner import DefaultPartitioner

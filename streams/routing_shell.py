@@ -1,0 +1,222 @@
+"""The routers' shell: OverdueEvents, disputes and ticks in; routed records and state writes out.
+
+Three stages, each co-partitioned with the state it serves (SPEC §5):
+
+- ``LoanRouters`` — keyed by loan_id, on the partitions of overdue.events, bureau.disputes and
+  clock.ticks: the bureau and collections routers, and the partner fan-out (which remembers,
+  per loan, what it shared so it can retract it). It re-keys what is per borrower or per partner
+  onto two internal topics.
+- ``Notifier`` — keyed by borrower_id (the daily cap spans a borrower's loans).
+- ``PartnerDigests`` — keyed by partner_id, with ticks for the daily digests.
+
+Like ``streams.detector`` it knows nothing of Faust: the agents in ``streams.app`` send what
+comes back, wait for the acknowledgements, then write the states.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import codec
+from .core import errors
+from .core.routing import Policy, RoutingError, bureau, collections, notifications, partners
+from .core.routing.common import Output
+from .core.wakeups import WakeIndex
+from .detector import Send, dlq_send
+
+NOTIFY_BY_BORROWER = "notify-by-borrower"
+PARTNER_ITEMS = "partner-items"
+BUREAU_TABLE = "bureau"
+COLLECTIONS_TABLE = "collections"
+LEDGER_TABLE = "partner-ledgers"
+NOTIFY_TABLE = "notifications"
+PARTNER_TABLE = "partners"
+
+_RECORD_TYPE = {
+    "notify.requests": "Notification",
+    "bureau.records": "BureauRecord",
+    "partner.shares": "PartnerShare",
+    "collections.tasks": "CollectionTask",
+}
+
+Load = Callable[[str, str], bytes | None]
+
+
+@dataclass(slots=True)
+class RouterEffects:
+    """Records to send (first) and (table, key, bytes) states to write (after the acks)."""
+
+    sends: list[Send] = field(default_factory=list)
+    writes: list[tuple[str, str, bytes]] = field(default_factory=list)
+    routed: Counter = field(default_factory=Counter)
+    dlq: list[str] = field(default_factory=list)
+
+    def route(self, outputs: list[Output]) -> None:
+        for topic, key, value in outputs:
+            self.sends.append(Send(topic, key.encode(), codec.encode(_RECORD_TYPE[topic], value), None))
+            self.routed[topic] += 1
+
+
+def _bad(key: bytes | None, value: bytes, exc: Exception, topic: str, partition: int, offset: int) -> RouterEffects:
+    reason = errors.UNDECODABLE if isinstance(exc, codec.DecodeError) else errors.INVALID_FIELD
+    error = errors.InvalidRecord(reason, str(exc)[:200])
+    return RouterEffects(sends=[dlq_send(key, value, error, topic, partition, offset)], dlq=[reason])
+
+
+class LoanRouters:
+    """Bureau, collections and partner fan-out for the loans of this worker's partitions."""
+
+    def __init__(self, policy: Policy, load: Load) -> None:
+        self.policy = policy
+        self._load = load
+        self.indexes: dict[int, WakeIndex] = {}
+        self.clocks: dict[int, datetime] = {}
+
+    def index(self, partition: int) -> WakeIndex:
+        return self.indexes.setdefault(partition, WakeIndex())
+
+    def _get(self, table: str, key: str, decode: Callable[[bytes], Any], empty: Any) -> Any:
+        raw = self._load(table, key)
+        return empty if raw is None else decode(raw)
+
+    def on_event(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
+        """One OverdueEvent of a loan in ``partition``."""
+        try:
+            event = codec.decode("OverdueEvent", value)
+            loan_id = event["loan_id"]
+            effects = RouterEffects()
+            policy = self.policy
+            state, out = bureau.step_event(self._get(BUREAU_TABLE, loan_id, bureau.state_from_bytes, bureau.EMPTY), event, policy)
+            effects.route(out)
+            effects.writes.append((BUREAU_TABLE, loan_id, bureau.state_to_bytes(state)))
+            self.index(partition).set(loan_id, bureau.next_due(state))
+            cstate, out = collections.step_event(
+                self._get(COLLECTIONS_TABLE, loan_id, collections.state_from_bytes, collections.EMPTY), event, policy
+            )
+            effects.route(out)
+            effects.writes.append((COLLECTIONS_TABLE, loan_id, collections.state_to_bytes(cstate)))
+            ledger, envelopes = partners.step_fan_out(
+                self._get(LEDGER_TABLE, loan_id, partners.ledger_from_bytes, partners.EMPTY_LEDGER), event, policy
+            )
+            for partner_id, envelope in envelopes:
+                effects.sends.append(Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None))
+            effects.writes.append((LEDGER_TABLE, loan_id, partners.ledger_to_bytes(ledger)))
+            if notifications.classify(event) is not None or event["type"] == "OVERDUE_RETRACTED":
+                effects.sends.append(Send(NOTIFY_BY_BORROWER, event["borrower_id"].encode(), value, None))
+            return effects
+        except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
+            return _bad(key, value, exc, "overdue.events", partition, offset)
+
+    def on_dispute(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
+        """A Dispute for a loan in ``partition`` (bureau router only)."""
+        from .core.records import parse_dispute
+
+        try:
+            dispute = parse_dispute(codec.decode("Dispute", value))
+            if key is None or key.decode("utf-8", "replace") != dispute.loan_id:
+                raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
+            record = {"dispute_id": dispute.dispute_id, "loan_id": dispute.loan_id, "status": dispute.status,
+                      "at": dispute.at, "note": dispute.note}  # fmt: skip
+            state = self._get(BUREAU_TABLE, dispute.loan_id, bureau.state_from_bytes, bureau.EMPTY)
+            state, out = bureau.step_dispute(state, record, self.policy)
+            effects = RouterEffects()
+            effects.route(out)
+            effects.writes.append((BUREAU_TABLE, dispute.loan_id, bureau.state_to_bytes(state)))
+            self.index(partition).set(dispute.loan_id, bureau.next_due(state))
+            return effects
+        except errors.InvalidRecord as exc:
+            return RouterEffects(sends=[dlq_send(key, value, exc, "bureau.disputes", partition, offset)], dlq=[exc.reason])
+        except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
+            return _bad(key, value, exc, "bureau.disputes", partition, offset)
+
+    def on_tick(self, partition: int, as_of: datetime) -> RouterEffects:
+        """Release the held bureau records of ``partition`` that are due by ``as_of``."""
+        clock = self.clocks.get(partition)
+        if clock is None or as_of > clock:
+            self.clocks[partition] = clock = as_of
+        effects = RouterEffects()
+        index = self.index(partition)
+        for loan_id in index.pop_due(clock):
+            raw = self._load(BUREAU_TABLE, loan_id)
+            if raw is None:
+                continue
+            state = bureau.state_from_bytes(raw)
+            # Instant by instant, as replay does (core.routing.engine.Routers.on_tick).
+            while (due := bureau.next_due(state)) is not None and due <= clock:
+                state, out = bureau.step_tick(state, due, self.policy)
+                effects.route(out)
+            effects.writes.append((BUREAU_TABLE, loan_id, bureau.state_to_bytes(state)))
+            index.set(loan_id, bureau.next_due(state))
+        return effects
+
+
+class Notifier:
+    """The notification router, per borrower (events arrive re-keyed by borrower_id)."""
+
+    def __init__(self, policy: Policy, load: Load) -> None:
+        self.policy = policy
+        self._load = load
+
+    def on_event(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
+        try:
+            event = codec.decode("OverdueEvent", value)
+            borrower = event["borrower_id"]
+            raw = self._load(NOTIFY_TABLE, borrower)
+            state = notifications.EMPTY if raw is None else notifications.state_from_bytes(raw)
+            state, out = notifications.step_event(state, event, self.policy)
+            effects = RouterEffects()
+            effects.route(out)
+            effects.writes.append((NOTIFY_TABLE, borrower, notifications.state_to_bytes(state)))
+            return effects
+        except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
+            return _bad(key, value, exc, NOTIFY_BY_BORROWER, partition, offset)
+
+
+class PartnerDigests:
+    """The partner router's second stage, per partner_id: real-time shares and daily digests."""
+
+    def __init__(self, policy: Policy, load: Load) -> None:
+        self.policy = policy
+        self._load = load
+        self.indexes: dict[int, WakeIndex] = {}
+        self.clocks: dict[int, datetime] = {}
+
+    def index(self, partition: int) -> WakeIndex:
+        return self.indexes.setdefault(partition, WakeIndex())
+
+    def on_item(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
+        try:
+            envelope = partners.envelope_from_bytes(value)
+            partner_id = (key or b"").decode()
+            raw = self._load(PARTNER_TABLE, partner_id)
+            state = partners.EMPTY if raw is None else partners.state_from_bytes(raw)
+            state, out = partners.step_item(state, partner_id, envelope, self.policy)
+            effects = RouterEffects()
+            effects.route(out)
+            effects.writes.append((PARTNER_TABLE, partner_id, partners.state_to_bytes(state)))
+            self.index(partition).set(partner_id, partners.next_due(state))
+            return effects
+        except (RoutingError, KeyError, TypeError, ValueError) as exc:
+            return _bad(key, value, exc, PARTNER_ITEMS, partition, offset)
+
+    def on_tick(self, partition: int, as_of: datetime) -> RouterEffects:
+        clock = self.clocks.get(partition)
+        if clock is None or as_of > clock:
+            self.clocks[partition] = clock = as_of
+        effects = RouterEffects()
+        index = self.index(partition)
+        for partner_id in index.pop_due(clock):
+            raw = self._load(PARTNER_TABLE, partner_id)
+            if raw is None:
+                continue
+            state = partners.state_from_bytes(raw)
+            while (due := partners.next_due(state)) is not None and due <= clock:
+                state, out = partners.step_tick(state, partner_id, due, self.policy)
+                effects.route(out)
+            effects.writes.append((PARTNER_TABLE, partner_id, partners.state_to_bytes(state)))
+            index.set(partner_id, partners.next_due(state))
+        return effects

@@ -1,0 +1,205 @@
+"""Run duewatch as it runs in production — `duewatch worker` processes on the real broker —
+and drive it like upstream would: produce records, send ticks, read the output topics.
+
+Each ``DuewatchCluster`` gets its own topic prefix and Faust app id, so tests never see
+each other's data; workers get their own state dir and web port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams import devkafka, kafkaio
+from streams import settings as names
+from streams.settings import from_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    """One `duewatch worker` subprocess with its log."""
+
+    def __init__(self, name: str, env: Mapping[str, str], log_file: Path) -> None:
+        self.name = name
+        self.log_file = log_file
+        self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
+        duewatch = Path(sys.executable).with_name("duewatch")
+        self.proc = subprocess.Popen(
+            [str(duewatch), "worker"], cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=devkafka._set_pdeathsig,
+        )  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_file.read_text(errors="replace")
+
+    def tail(self, lines: int = 80) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    async def wait_for(self, pattern: str, timeout: float = 90.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while len(rx.findall(self.output())) < count:
+            if not self.running:
+                raise AssertionError(f"worker {self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.name}: no {pattern!r} within {timeout} s:\n{self.tail()}")
+            await asyncio.sleep(0.2)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+        self.proc.wait(60)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+        return self.proc.returncode
+
+
+class Reader:
+    """Reads a topic from the beginning, keeping everything it has seen."""
+
+    def __init__(self, cluster: DuewatchCluster, topic: str) -> None:
+        self.cluster = cluster
+        self.topic = topic
+        self.records: list[dict[str, Any]] = []
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            physical = self.cluster.cfg.topic(self.topic)
+            consumer = AIOKafkaConsumer(**self.cluster.cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+            await consumer.start()
+            tps = [TopicPartition(physical, p) for p in range(self.cluster.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._consumer = consumer
+        return self._consumer
+
+    async def poll(self, timeout: float = 0.5) -> int:
+        consumer = await self._ensure()
+        batch = await consumer.getmany(timeout_ms=int(timeout * 1000))
+        new = 0
+        for tp in batch:
+            for message in batch[tp]:
+                self.records.append(kafkaio.render(self.topic, message))
+                new += 1
+        return new
+
+    async def until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Read until ``done(records)`` or ``timeout`` (then return what there is)."""
+        deadline = time.monotonic() + timeout
+        while not done(self.records) and time.monotonic() < deadline:
+            await self.poll()
+        return self.records
+
+    async def settle(self, quiet: float = 3.0, timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Read until nothing new arrives for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() - last < quiet and time.monotonic() < deadline:
+            if await self.poll():
+                last = time.monotonic()
+        return self.records
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class DuewatchCluster:
+    """Topics with a unique prefix, workers sharing one app id, and producer/reader helpers."""
+
+    def __init__(self, bootstrap: str, tmp_path: Path, partitions: int = 3, settle: float = 60.0, **env: str) -> None:
+        self.tmp_path = tmp_path
+        self.partitions = partitions
+        self.prefix = f"t{uuid.uuid4().hex[:8]}."
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DUEWATCH_TOPIC_PREFIX": self.prefix,
+            "DUEWATCH_PARTITIONS": str(partitions),
+            "DUEWATCH_APP_ID": f"dw-{self.prefix.rstrip('.')}",
+            "DUEWATCH_TICKER_ENABLED": "false",
+            "DUEWATCH_SETTLE_DELAY": str(settle),
+            "DUEWATCH_LOG_LEVEL": "info",
+            **env,
+        }
+        self.cfg = from_env({**os.environ, **self.env})
+        self.workers: list[Worker] = []
+        self.readers: list[Reader] = []
+
+    async def create_topics(self) -> None:
+        await kafkaio.create_topics(self.cfg)
+
+    def start_worker(self, name: str | None = None) -> Worker:
+        name = name or f"w{len(self.workers)}"
+        env = {
+            **self.env,
+            "DUEWATCH_STATE_DIR": str(self.tmp_path / f"state-{name}"),
+            "DUEWATCH_WEB_PORT": str(devkafka.free_ports(1)[0]),
+        }
+        worker = Worker(name, env, self.tmp_path / f"{name}.log")
+        self.workers.append(worker)
+        return worker
+
+    async def produce(self, lines: Iterable[Mapping[str, Any]], raw: bool = False) -> None:
+        """Send replay-style lines ``{topic, key, value}``, each topic's lines in order."""
+        by_topic: dict[str, list[Mapping[str, Any]]] = {}
+        for line in lines:
+            by_topic.setdefault(str(line["topic"]), []).append({"key": line.get("key"), "value": line["value"]})
+        for topic, batch in by_topic.items():
+            await kafkaio.produce(self.cfg, topic, batch, raw=raw)
+
+    async def tick(self, at: datetime) -> None:
+        await kafkaio.send_tick(self.cfg, at)
+
+    def reader(self, topic: str = names.OVERDUE) -> Reader:
+        reader = Reader(self, topic)
+        self.readers.append(reader)
+        return reader
+
+    async def close(self) -> None:
+        for reader in self.readers:
+            await reader.close()
+        for worker in self.workers:
+            worker.stop()
+        admin = AIOKafkaAdminClient(**self.cfg.kafka_kwargs())
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(self.prefix) or t.startswith(self.env["DUEWATCH_APP_ID"])]
+            if mine:
+                await admin.delete_topics(mine)
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+        finally:
+            await admin.close()
