@@ -1,14 +1,17 @@
-"""The Faust application: topics, the per-loan table, the detector agent and the ticker.
+"""The Faust application: topics, tables, the detector+router agent, the partner and notification
+stages, the ticker, metrics and the operator routes.
 
-Thin by design (DESIGN.md): agents take raw bytes, hand them to ``streams.detector`` (which
-calls the pure core) and do what comes back — send, wait for the broker's acknowledgement,
-then write the loan's state. Writing state only after its events are acknowledged is what
-makes at-least-once hold across a crash: a record processed again finds the old state and
-re-sends the same events with the same ids.
+Thin by design (DESIGN.md): agents take raw bytes, hand them to the shells (``streams.detector``,
+``streams.routing_shell``), which call the pure core, and do what comes back — send, wait for the
+broker's acknowledgements, then write the states. Writing state only after its outputs are
+acknowledged is what makes at-least-once hold across a crash: a record processed again finds the
+old state and re-sends the same outputs with the same ids.
 
-Time enters only as ticks. A tick for partition p waits while p's input partitions still
-hold records that were there when the tick arrived (catch-up gating), so after downtime the
-backlog is read before the clock moves.
+Time enters only as ticks. A tick for partition p waits while p's input partitions still hold
+records that were there when the tick arrived (catch-up gating), so after downtime the backlog
+is read before the clock moves. The loan-keyed routers (bureau, collections, partner fan-out)
+run in the same agent right after the detector, so their clock never runs ahead of the events
+a tick causes; the per-partner stage follows a watermark of tick markers (``routing_shell``).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from .core import errors, statecodec
 from .core.loan import wake_at
 from .core.routing import bureau, partners
 from .detector import Detector, Effects, contribution, dlq_send
+from .logs import logging_config
 from .metrics import BookGauges, Metrics
 from .policy_loader import load_policy
 from .routing_shell import (
     BUREAU_TABLE,
     COLLECTIONS_TABLE,
     LEDGER_TABLE,
+    MARKER_HEADER,
     NOTIFY_BY_BORROWER,
     NOTIFY_TABLE,
     PARTNER_ITEMS,
@@ -49,6 +54,7 @@ from .settings import Settings
 log = logging.getLogger("duewatch")
 
 LOAN_TABLE = "loans"
+ROUTER_TABLES = (BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE)
 
 
 def internal_topics(cfg: Settings) -> tuple[str, ...]:
@@ -111,12 +117,6 @@ class Gate:
         self.held[partition] = (as_of, targets, holds)
         return True
 
-    def forget(self, tps: Iterable[TP]) -> None:
-        """Partitions were revoked: their positions and held ticks no longer apply here."""
-        for tp in tps:
-            self.processed.pop(tp, None)
-            self.held.pop(tp.partition, None)
-
     def note(self, tp: TP, offset: int) -> datetime | None:
         """Record that ``tp`` was processed up to ``offset``; returns a released tick, if any."""
         self.processed[tp] = offset
@@ -129,8 +129,15 @@ class Gate:
             return as_of
         return None
 
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Partitions were revoked: their positions and held ticks no longer apply here."""
+        for tp in tps:
+            self.processed.pop(tp, None)
+            self.held.pop(tp.partition, None)
+
 
 _METRICS: Metrics | None = None
+_FAUST_METRICS: Any = None
 
 
 def metrics() -> Metrics:
@@ -139,6 +146,27 @@ def metrics() -> Metrics:
     if _METRICS is None:
         _METRICS = Metrics()
     return _METRICS
+
+
+def _add_sensors(app: faust.App) -> None:
+    """Faust's own Prometheus sensor, in the default registry that /metrics serves (streams.web)."""
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from prometheus_client import REGISTRY
+
+    global _FAUST_METRICS
+    if _FAUST_METRICS is None:
+        _FAUST_METRICS = FaustMetrics.create(REGISTRY, "faust")
+    app.monitor = PrometheusMonitor(metrics=_FAUST_METRICS)
+
+
+def tick_instant(value: bytes) -> datetime:
+    """A Tick's instant; raises ``InvalidRecord`` for a bad one."""
+    from .core.records import parse_tick
+
+    try:
+        return parse_tick(codec.decode("Tick", value)).as_of
+    except codec.DecodeError as exc:
+        raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
 
 
 def create_app(cfg: Settings) -> faust.App:
@@ -155,6 +183,7 @@ def create_app(cfg: Settings) -> faust.App:
         topic_replication_factor=cfg.replication,
         table_standby_replicas=1,
         consumer_auto_offset_reset="earliest",
+        logging_config=logging_config(cfg.log_json, cfg.log_level),
         web_enabled=True,
         web_port=cfg.web_port,
         web_bind=cfg.web_bind,
@@ -168,69 +197,99 @@ def create_app(cfg: Settings) -> faust.App:
         # new owner reprocesses re-sends the same ids.
         stream_wait_empty=False,
     )
+    _add_sensors(app)
     topic_of = {cfg.topic(t): t for t in names.ALL_TOPICS}
+    topic_of.update({f"{cfg.app_id}-{name}": name for name in (NOTIFY_BY_BORROWER, PARTNER_ITEMS)})
 
-    def raw_topic(*logical: str) -> faust.TopicT:
+    def topic(*physical: str, internal: bool = False) -> faust.TopicT:
         return app.topic(
-            *(cfg.topic(t) for t in logical),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=cfg.partitions,
-        )
+            *physical, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+            partitions=cfg.partitions, internal=internal,
+        )  # fmt: skip
 
-    inputs = raw_topic(names.SCHEDULES, names.REPAYMENTS, names.TICKS)
-    outputs = {t: raw_topic(t) for t in (names.OVERDUE, names.DLQ, names.TICKS)}
+    outputs: dict[str, faust.TopicT] = {
+        t: topic(cfg.topic(t)) for t in (names.OVERDUE, names.DLQ, names.TICKS, names.NOTIFY, names.BUREAU,
+                                          names.PARTNER, names.COLLECTIONS)
+    }  # fmt: skip
+    notify_topic, items_topic = (topic(name, internal=True) for name in internal_topics(cfg))
+    outputs[NOTIFY_BY_BORROWER], outputs[PARTNER_ITEMS] = notify_topic, items_topic
+
     # Faust derives a table's serializers from key_type/value_type alone (bytes -> raw, anything
-    # else -> json); a schema= is ignored. States are bytes already (statecodec), so raw it is.
-    loans = app.Table(LOAN_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=cfg.partitions)
+    # else -> json); a schema= is ignored. States are bytes already, so raw it is.
+    def table(name: str) -> faust.types.TableT:
+        return app.Table(name, default=None, key_type=bytes, value_type=bytes, partitions=cfg.partitions)
+
+    loans = table(LOAN_TABLE)
+    tables = {name: table(name) for name in ROUTER_TABLES}
+
+    def load(name: str, key: str) -> bytes | None:
+        return tables[name].get(key.encode())
+
+    policy = load_policy(cfg.policy_file)
     book = BookGauges(m)
     detector = Detector(cfg.engine, lambda loan_id: loans.get(loan_id.encode()), book=book)
+    loan_routers = LoanRouters(policy, load, cfg.partitions)
+    notifier = Notifier(policy, load)
+    digests = PartnerDigests(policy, load, cfg.partitions)
     gate = Gate()
-    _add_sensors(app, m)
     readiness = {"ready": False}
+    app.duewatch_detector = detector  # for tests and the web views of this process
 
-    @app.on_partitions_revoked.connect
-    async def revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        gate.forget(revoked)
-        readiness["ready"] = False
-        m.ready.set(0)
-        m.recovering.set(1)
-    app.duewatch_detector = detector  # for the web views and tests of this process
-    app.duewatch_loans = loans
+    # --- sending and writing ------------------------------------------------------------------
 
-    async def perform(effects: Effects) -> None:
-        """Send, wait for every acknowledgement, then write state (see the module docstring)."""
-        count(effects)
-        if effects.sends:
-            pending = []
-            for send in effects.sends:
-                pending.append(
-                    await outputs[send.topic].send(
-                        key=send.key, value=send.value, partition=send.partition, headers=send.headers or None
-                    )
-                )
-            await asyncio.gather(*pending)
-        for loan_id, state in effects.writes.items():
-            loans[loan_id.encode()] = statecodec.dumps(state)
-
-    def count(effects: Effects) -> None:
-        if effects.events:
+    def count(effects: Effects | RouterEffects) -> None:
+        if isinstance(effects, Effects) and effects.events:
             wall = datetime.now(UTC)
             for event in effects.events:
                 m.overdue_events.labels(event.type).inc()
                 if event.retracts is None:
                     m.detection_lag.observe((wall - event.as_of).total_seconds())
+        if isinstance(effects, RouterEffects):
+            for sink, n in effects.routed.items():
+                m.routed_records.labels(sink).inc(n)
         for reason in effects.dlq:
             m.invalid_records.labels(reason).inc()
         for send in effects.sends:
             if send.topic == names.DLQ:
                 m.dlq_records.labels(dict(send.headers).get("source_topic", b"?").decode()).inc()
 
+    async def perform(*all_effects: Effects | RouterEffects) -> None:
+        """Send everything, wait for every acknowledgement, then write the states."""
+        pending = []
+        for effects in all_effects:
+            count(effects)
+            for send in effects.sends:
+                pending.append(
+                    await outputs[send.topic].send(
+                        key=send.key, value=send.value, partition=send.partition, headers=send.headers or None
+                    )
+                )
+        if pending:
+            await asyncio.gather(*pending)
+        for effects in all_effects:
+            if isinstance(effects, Effects):
+                for loan_id, state in effects.writes.items():
+                    loans[loan_id.encode()] = statecodec.dumps(state)
+            else:
+                for name, key, value in effects.writes:
+                    tables[name][key.encode()] = value
+
+    async def dead_letter(message: Any, logical: str, exc: Exception) -> None:
+        log.exception("failed on %s[%d]@%d; record sent to the DLQ", logical, message.partition, message.offset)
+        error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
+        await perform(Effects(sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)]))
+
+    # --- the detector, with the loan-keyed routers right behind it ----------------------------
+
+    async def detect_and_route(effects: Effects, partition: int, tick_at: datetime | None = None) -> None:
+        routed = loan_routers.on_events(partition, effects.routed)
+        if tick_at is not None:
+            routed.merge(loan_routers.on_tick(partition, tick_at))
+        await perform(effects, routed)
+
     async def handle_tick(partition: int, as_of: datetime) -> None:
         started = datetime.now(UTC)
-        await perform(detector.on_tick(partition, as_of, started))
+        await detect_and_route(detector.on_tick(partition, as_of, started), partition, as_of)
         m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
         newest = max(detector.clocks.values())
         m.last_tick.set(newest.timestamp())
@@ -254,43 +313,98 @@ def create_app(cfg: Settings) -> faust.App:
                 targets[tp] = high - 1
         return targets
 
+    inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
+
     @app.agent(inputs, concurrency=1)
     async def detect(stream: faust.StreamT) -> None:
+        """Schedules, repayments, disputes and ticks of a loan partition: detector, then its routers."""
         async for event in stream.events():
             message = event.message
             logical = topic_of.get(message.topic, message.topic)
             partition = message.partition
-            now = datetime.now(UTC)
             m.records_consumed.labels(logical).inc()
             try:
                 if logical == names.TICKS:
                     try:
-                        as_of = detector.tick_instant(message.value)
+                        as_of = tick_instant(message.value)
                     except errors.InvalidRecord as exc:
                         await perform(Effects(sends=[dlq_send(message.key, message.value, exc, logical, partition, message.offset)], dlq=[exc.reason]))
                         continue
-                    if gate.hold(partition, as_of, await unprocessed_targets(partition)):
-                        continue
-                    await handle_tick(partition, as_of)
+                    if not gate.hold(partition, as_of, await unprocessed_targets(partition)):
+                        await handle_tick(partition, as_of)
                     continue
-                await perform(detector.handle(logical, partition, message.offset, message.key, message.value, now))
+                if logical == names.DISPUTES:
+                    await perform(loan_routers.on_dispute(partition, message.offset, message.key, message.value))
+                    continue
+                effects = detector.handle(logical, partition, message.offset, message.key, message.value, datetime.now(UTC))
+                await detect_and_route(effects, partition)
                 released = gate.note(message.tp, message.offset)
                 if released is not None:
                     await handle_tick(partition, released)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not lose the record or stop the worker
-                log.exception("detector failed on %s[%d]@%d; record sent to the DLQ", logical, partition, message.offset)
-                error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
-                await perform(Effects(sends=[dlq_send(message.key, message.value, error, logical, partition, message.offset)]))
+                await dead_letter(message, logical, exc)
+
+    # --- the per-borrower and per-partner stages ----------------------------------------------
+
+    @app.agent(notify_topic, concurrency=1)
+    async def notify(stream: faust.StreamT) -> None:
+        """Notifications, per borrower (the daily cap spans the borrower's loans)."""
+        async for event in stream.events():
+            message = event.message
+            try:
+                await perform(notifier.on_event(message.partition, message.offset, message.key, message.value))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await dead_letter(message, NOTIFY_BY_BORROWER, exc)
+
+    @app.agent(items_topic, concurrency=1)
+    async def partner_shares(stream: faust.StreamT) -> None:
+        """Partner shares, per partner: real time, or a daily digest on the tick-marker watermark."""
+        async for event in stream.events():
+            message = event.message
+            try:
+                headers = dict(message.headers or ())
+                if MARKER_HEADER in headers:
+                    source = int(headers[MARKER_HEADER])
+                    await perform(digests.on_marker(message.partition, source, message.value))
+                else:
+                    await perform(digests.on_item(message.partition, message.offset, message.key, message.value))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await dead_letter(message, PARTNER_ITEMS, exc)
+
+    # --- recovery, readiness, gauges ------------------------------------------------------------
+
+    @app.on_partitions_revoked.connect
+    async def revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        gate.forget(revoked)
+        readiness["ready"] = False
+        m.ready.set(0)
+        m.recovering.set(1)
 
     @loans.on_recover
     async def rebuild_indexes() -> None:
-        """After every rebalance and recovery: rebuild the wake-up index of each active partition."""
+        """After every rebalance and recovery: rebuild the per-partition indexes from the tables."""
         try:
             detector.indexes.clear()
             detector.clear_cache()
+            for shell in (loan_routers, notifier, digests):
+                shell.cache.clear()
             loaded = rebuild(detector, loans.items(), cfg.partitions)
+            loan_routers.indexes.clear()
+            for key, raw in tables[BUREAU_TABLE].items():
+                if raw is not None:
+                    due = bureau.next_due(bureau.state_from_bytes(raw))
+                    loan_routers.index(partition_of(key, cfg.partitions)).set(key.decode(), due)
+            digests.indexes.clear()
+            for key, raw in tables[PARTNER_TABLE].items():
+                if raw is not None:
+                    due = partners.next_due(partners.state_from_bytes(raw))
+                    digests.index(partition_of(key, cfg.partitions)).set(key.decode(), due)
             log.info("wake-up index rebuilt: %d loans in %d partitions", loaded, len(detector.indexes))
         except Exception:
             log.exception("rebuilding the wake-up index failed")
@@ -305,17 +419,20 @@ def create_app(cfg: Settings) -> faust.App:
         book.flush()
         if detector.clocks:
             m.tick_lag.set((datetime.now(UTC) - max(detector.clocks.values())).total_seconds())
+        assigned = app.consumer.assignment() if app.consumer else set()
         ends, committed = app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets
+        m.consumer_lag.clear()
         for tp, end in list(ends.items()):
             done = committed.get(tp)
-            if done is not None:
-                m.consumer_lag.labels(topic_of.get(tp.topic, "internal"), str(tp.partition)).set(max(0, end - done))
+            if tp in assigned and done is not None:
+                m.consumer_lag.labels(topic_of.get(tp.topic, tp.topic), str(tp.partition)).set(max(0, end - done))
+
+    for logical in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES):
+        m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
 
     from .web import add_routes
 
     add_routes(app, loans, cfg.engine, cfg.api_token, lambda: readiness["ready"])
-
-    _add_routers(app, cfg, raw_topic, outputs, topic_of)
 
     if cfg.ticker_enabled:
         tick_topic = outputs[names.TICKS]
@@ -347,146 +464,3 @@ def rebuild(detector: Detector, items: Iterable[tuple[bytes, bytes]], partitions
     if detector.book is not None:
         detector.book.reset(contributions, count)
     return count
-
-
-def _add_sensors(app: faust.App, m: Metrics) -> None:
-    """Faust's own Prometheus sensor, in the default registry that /metrics serves (streams.web)."""
-    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-    from prometheus_client import REGISTRY
-
-    global _FAUST_METRICS
-    if _FAUST_METRICS is None:
-        _FAUST_METRICS = FaustMetrics.create(REGISTRY, "faust")
-    app.monitor = PrometheusMonitor(metrics=_FAUST_METRICS)
-
-
-_FAUST_METRICS: Any = None
-
-
-def _add_routers(app: faust.App, cfg: Settings, raw_topic, outputs: dict, topic_of: dict[str, str]) -> None:
-    """The router agents of SPEC §5: per loan on overdue.events' partitions, per borrower, per partner."""
-    policy = load_policy(cfg.policy_file)
-    for logical in (names.NOTIFY, names.BUREAU, names.PARTNER, names.COLLECTIONS):
-        outputs[logical] = raw_topic(logical)
-
-    def internal(name: str) -> faust.TopicT:
-        return app.topic(
-            f"{cfg.app_id}-{name}", key_type=bytes, value_type=bytes, key_serializer="raw",
-            value_serializer="raw", partitions=cfg.partitions, internal=True,
-        )  # fmt: skip
-
-    outputs[NOTIFY_BY_BORROWER] = internal(NOTIFY_BY_BORROWER)
-    outputs[PARTNER_ITEMS] = internal(PARTNER_ITEMS)
-    tables = {
-        name: app.Table(name, default=None, key_type=bytes, value_type=bytes, partitions=cfg.partitions)
-        for name in (BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE)
-    }
-
-    def load(table: str, key: str) -> bytes | None:
-        return tables[table].get(key.encode())
-
-    loan_routers = LoanRouters(policy, load)
-    notifier = Notifier(policy, load)
-    digests = PartnerDigests(policy, load)
-    app.duewatch_routers = (loan_routers, notifier, digests)
-
-    m = metrics()
-
-    async def perform(effects: RouterEffects) -> None:
-        for sink, n in effects.routed.items():
-            m.routed_records.labels(sink).inc(n)
-        for reason in effects.dlq:
-            m.invalid_records.labels(reason).inc()
-            m.dlq_records.labels("overdue.events").inc()
-        if effects.sends:
-            pending = [
-                await outputs[s.topic].send(key=s.key, value=s.value, partition=s.partition, headers=s.headers or None)
-                for s in effects.sends
-            ]
-            await asyncio.gather(*pending)
-        for table, key, value in effects.writes:
-            tables[table][key.encode()] = value
-
-    async def guarded(name: str, message: Any, step, *args: Any) -> None:
-        try:
-            await perform(step(*args))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never lose the record, never stop the worker
-            log.exception("%s failed on %s[%d]@%d; record sent to the DLQ", name, message.topic, message.partition, message.offset)
-            error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
-            logical = topic_of.get(message.topic, message.topic)
-            await perform(RouterEffects(sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)]))
-
-    @app.agent(raw_topic(names.OVERDUE, names.TICKS, names.DISPUTES), concurrency=1)
-    async def route_loans(stream: faust.StreamT) -> None:
-        """Bureau, collections and partner fan-out, per loan, on the detector's partitions."""
-        async for event in stream.events():
-            m = event.message
-            logical = topic_of.get(m.topic, m.topic)
-            if logical in (names.OVERDUE, names.DISPUTES):
-                metrics().records_consumed.labels(logical).inc()
-            if logical == names.TICKS:
-                try:
-                    as_of = detector_tick(m.value)
-                except errors.InvalidRecord:
-                    continue  # the detector dead-letters a bad tick; routers just ignore it
-                await guarded("routers", m, loan_routers.on_tick, m.partition, as_of)
-            elif logical == names.DISPUTES:
-                await guarded("routers", m, loan_routers.on_dispute, m.partition, m.offset, m.key, m.value)
-            else:
-                await guarded("routers", m, loan_routers.on_event, m.partition, m.offset, m.key, m.value)
-
-    @app.agent(outputs[NOTIFY_BY_BORROWER], concurrency=1)
-    async def notify(stream: faust.StreamT) -> None:
-        """Notifications, per borrower (the daily cap spans the borrower's loans)."""
-        async for event in stream.events():
-            m = event.message
-            await guarded("notifications", m, notifier.on_event, m.partition, m.offset, m.key, m.value)
-
-    @app.agent(app.topic(
-        f"{cfg.app_id}-{PARTNER_ITEMS}", cfg.topic(names.TICKS), key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw", partitions=cfg.partitions,
-    ), concurrency=1)  # fmt: skip
-    async def partner_shares(stream: faust.StreamT) -> None:
-        """Partner shares, per partner: real time, or a daily digest on the tick clock."""
-        async for event in stream.events():
-            m = event.message
-            if topic_of.get(m.topic) == names.TICKS:
-                try:
-                    as_of = detector_tick(m.value)
-                except errors.InvalidRecord:
-                    continue
-                await guarded("partners", m, digests.on_tick, m.partition, as_of)
-            else:
-                await guarded("partners", m, digests.on_item, m.partition, m.offset, m.key, m.value)
-
-    @tables[BUREAU_TABLE].on_recover
-    async def rebuild_bureau_index() -> None:
-        try:
-            loan_routers.indexes.clear()
-            for key, raw in tables[BUREAU_TABLE].items():
-                if raw is not None:
-                    loan_routers.index(partition_of(key, cfg.partitions)).set(key.decode(), bureau.next_due(bureau.state_from_bytes(raw)))
-        except Exception:
-            log.exception("rebuilding the bureau index failed")
-
-    @tables[PARTNER_TABLE].on_recover
-    async def rebuild_partner_index() -> None:
-        try:
-            digests.indexes.clear()
-            for key, raw in tables[PARTNER_TABLE].items():
-                if raw is not None:
-                    digests.index(partition_of(key, cfg.partitions)).set(key.decode(), partners.next_due(partners.state_from_bytes(raw)))
-        except Exception:
-            log.exception("rebuilding the partner digest index failed")
-
-
-def detector_tick(value: bytes) -> datetime:
-    """A Tick's instant (shared by every agent that reads clock.ticks)."""
-    from .core.records import parse_tick
-
-    try:
-        return parse_tick(codec.decode("Tick", value)).as_of
-    except codec.DecodeError as exc:
-        raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None

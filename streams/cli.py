@@ -139,14 +139,20 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import logging.config
 
     from faust.cli.base import prepare_app
 
     from .app import create_app, internal_topics
     from .kafkaio import create_topics
+    from .logs import logging_config
 
     cfg = _settings()
-    logging.basicConfig(level=cfg.log_level.upper())
+    config = logging_config(cfg.log_json, cfg.log_level)
+    if config is None:
+        logging.basicConfig(level=cfg.log_level.upper())
+    else:
+        logging.config.dictConfig(config)
     # Topics first (idempotent): the broker does not auto-create them, and a worker that
     # starts against a fresh cluster should simply work.
     asyncio.run(create_topics(cfg, physical=internal_topics(cfg)))
@@ -155,6 +161,75 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     worker = app.Worker(loglevel=cfg.log_level)
     worker.execute_from_commandline()
     return 0
+
+
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _book_arguments(p: argparse.ArgumentParser) -> None:
+    """The synthetic book's options, shared by `simulate` and `demo` (SPEC §6)."""
+    p.add_argument("--loans", type=_positive_int, default=10_000, help="loans in the book (10000)")
+    p.add_argument("--days", type=_positive_int, default=90, help="simulated days after --start (90)")
+    p.add_argument("--speed", type=_speed, default=1.0, help="simulated days per wall-clock second (1.0)")
+    p.add_argument("--seed", type=int, default=7, help="the book's random seed (7); a seed names a book exactly")
+    p.add_argument("--start", type=_date, default="2026-03-01", help="first simulated day, YYYY-MM-DD (2026-03-01)")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from .simulate import Progress, simulate
+
+    cfg = _settings()
+    began = time.monotonic()
+    last = [0.0]
+
+    def progress(p: Progress) -> None:
+        now = time.monotonic()
+        if p.done or now - last[0] >= 5.0:
+            last[0] = now
+            print(f"simulate: {p.simulated.isoformat()}  {p.produced:,}/{p.total:,} records, {p.ticks:,} ticks",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    count = asyncio.run(
+        simulate(cfg, args.loans, args.days, args.speed, args.seed, args.start, out=args.out, on_progress=progress)
+    )
+    where = args.out or f"Kafka at {cfg.bootstrap_servers} (prefix {cfg.topic_prefix!r})"
+    print(f"simulate: {count:,} records to {where} in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.loans, args.days, args.speed, args.seed, args.start)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     topics = p.add_subparsers(dest="topics_command", required=True)
     t = topics.add_parser("create", help="create every topic of SPEC §1 (idempotent)")
     t.set_defaults(func=_cmd_topics)
+
+    p = sub.add_parser("simulate", help="produce a synthetic loan book and ticks on an accelerated clock")
+    _book_arguments(p)
+    p.add_argument("--out", default=None, help="write replay input (JSON lines) to this file instead of Kafka")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("demo", help="the main job, live: broker, workers, simulated book, summary, check")
+    _book_arguments(p)
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

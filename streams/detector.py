@@ -55,6 +55,8 @@ class Effects:
     sends: list[Send] = field(default_factory=list)
     writes: dict[str, LoanState] = field(default_factory=dict)
     events: list[OverdueEvent] = field(default_factory=list)
+    # Each event's record form and Avro bytes, for the routers that run right after the detector.
+    routed: list[tuple[dict, bytes]] = field(default_factory=list)
     dlq: list[str] = field(default_factory=list)
     duplicate: bool = False
 
@@ -128,13 +130,6 @@ class Detector:
         """Drop decoded states (after a rebalance the table may hold newer ones)."""
         self._cache.clear()
 
-    def tick_instant(self, value: bytes) -> datetime:
-        """Decode a Tick's instant; raises ``InvalidRecord`` for a bad one."""
-        try:
-            return parse_tick(codec.decode("Tick", value)).as_of
-        except codec.DecodeError as exc:
-            raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
-
     def forget(self, partition: int) -> None:
         """Drop ``partition`` (revoked): its index and clock; cached states go stale harmlessly."""
         self.indexes.pop(partition, None)
@@ -194,9 +189,11 @@ class Detector:
     ) -> None:
         key = loan_id.encode()
         for event in outcome.events:
-            value = codec.encode("OverdueEvent", event.to_dict(detected_at))
+            record = event.to_dict(detected_at)
+            value = codec.encode("OverdueEvent", record)
             effects.sends.append(Send(names.OVERDUE, key, value, partition))
             effects.events.append(event)
+            effects.routed.append((record, value))
         for rejection in outcome.rejected:
             original = codec.encode("Repayment", repayment_to_dict(rejection.record))
             effects.sends.append(dlq_send(key, original, rejection.error, names.REPAYMENTS, partition, -1))

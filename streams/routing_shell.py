@@ -30,6 +30,7 @@ from .detector import Send, dlq_send
 
 NOTIFY_BY_BORROWER = "notify-by-borrower"
 PARTNER_ITEMS = "partner-items"
+MARKER_HEADER = "tick_marker"
 BUREAU_TABLE = "bureau"
 COLLECTIONS_TABLE = "collections"
 LEDGER_TABLE = "partner-ledgers"
@@ -55,10 +56,49 @@ class RouterEffects:
     routed: Counter = field(default_factory=Counter)
     dlq: list[str] = field(default_factory=list)
 
+    def merge(self, other: RouterEffects) -> None:
+        self.sends += other.sends
+        self.writes += other.writes
+        self.routed.update(other.routed)
+        self.dlq += other.dlq
+
     def route(self, outputs: list[Output]) -> None:
         for topic, key, value in outputs:
             self.sends.append(Send(topic, key.encode(), codec.encode(_RECORD_TYPE[topic], value), None))
             self.routed[topic] += 1
+
+
+class StateCache:
+    """The latest state bytes this worker produced per (table, key), in front of the tables.
+
+    Several steps of one batch (a catch-up tick emits many events for one loan) must each see
+    the previous step's state, but the tables are written only after the batch's outputs are
+    acknowledged. Bounded; cleared after a rebalance, when the tables may hold newer states.
+    """
+
+    def __init__(self, load: Load, size: int = 100_000) -> None:
+        from collections import OrderedDict
+
+        self._load = load
+        self._size = size
+        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def get(self, table: str, key: str) -> bytes | None:
+        found = self._data.get((table, key))
+        if found is not None:
+            self._data.move_to_end((table, key))
+            return found
+        return self._load(table, key)
+
+    def put(self, effects: RouterEffects, table: str, key: str, value: bytes) -> None:
+        self._data[(table, key)] = value
+        self._data.move_to_end((table, key))
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
+        effects.writes.append((table, key, value))
+
+    def clear(self) -> None:
+        self._data.clear()
 
 
 def _bad(key: bytes | None, value: bytes, exc: Exception, topic: str, partition: int, offset: int) -> RouterEffects:
@@ -68,11 +108,20 @@ def _bad(key: bytes | None, value: bytes, exc: Exception, topic: str, partition:
 
 
 class LoanRouters:
-    """Bureau, collections and partner fan-out for the loans of this worker's partitions."""
+    """Bureau, collections and partner fan-out for the loans of this worker's partitions.
 
-    def __init__(self, policy: Policy, load: Load) -> None:
+    Driven by the detector's agent, right after the detector, in the same partition: the
+    events a tick causes are routed before that tick reaches the routers, so a router's clock
+    never runs ahead of the events it has seen (a held bureau record is never released before
+    the cure that should have cancelled it). After each tick it sends a tick marker from its
+    partition to every partition of the partner-items topic: the partner stage's clock is the
+    minimum over all source partitions, a watermark.
+    """
+
+    def __init__(self, policy: Policy, load: Load, partitions: int) -> None:
         self.policy = policy
-        self._load = load
+        self.cache = StateCache(load)
+        self.partitions = partitions
         self.indexes: dict[int, WakeIndex] = {}
         self.clocks: dict[int, datetime] = {}
 
@@ -80,36 +129,42 @@ class LoanRouters:
         return self.indexes.setdefault(partition, WakeIndex())
 
     def _get(self, table: str, key: str, decode: Callable[[bytes], Any], empty: Any) -> Any:
-        raw = self._load(table, key)
+        raw = self.cache.get(table, key)
         return empty if raw is None else decode(raw)
 
-    def on_event(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
+    def on_events(self, partition: int, events: list[tuple[Any, bytes]]) -> RouterEffects:
+        """The OverdueEvents (native dict, encoded bytes) the detector just emitted, in as_of order."""
+        effects = RouterEffects()
+        for event, value in sorted(events, key=lambda pair: pair[0]["as_of"]):
+            effects.merge(self.on_event(partition, event, value))
+        return effects
+
+    def on_event(self, partition: int, event: Any, value: bytes) -> RouterEffects:
         """One OverdueEvent of a loan in ``partition``."""
         try:
-            event = codec.decode("OverdueEvent", value)
             loan_id = event["loan_id"]
             effects = RouterEffects()
             policy = self.policy
             state, out = bureau.step_event(self._get(BUREAU_TABLE, loan_id, bureau.state_from_bytes, bureau.EMPTY), event, policy)
             effects.route(out)
-            effects.writes.append((BUREAU_TABLE, loan_id, bureau.state_to_bytes(state)))
+            self.cache.put(effects, BUREAU_TABLE, loan_id, bureau.state_to_bytes(state))
             self.index(partition).set(loan_id, bureau.next_due(state))
             cstate, out = collections.step_event(
                 self._get(COLLECTIONS_TABLE, loan_id, collections.state_from_bytes, collections.EMPTY), event, policy
             )
             effects.route(out)
-            effects.writes.append((COLLECTIONS_TABLE, loan_id, collections.state_to_bytes(cstate)))
+            self.cache.put(effects, COLLECTIONS_TABLE, loan_id, collections.state_to_bytes(cstate))
             ledger, envelopes = partners.step_fan_out(
                 self._get(LEDGER_TABLE, loan_id, partners.ledger_from_bytes, partners.EMPTY_LEDGER), event, policy
             )
             for partner_id, envelope in envelopes:
                 effects.sends.append(Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None))
-            effects.writes.append((LEDGER_TABLE, loan_id, partners.ledger_to_bytes(ledger)))
+            self.cache.put(effects, LEDGER_TABLE, loan_id, partners.ledger_to_bytes(ledger))
             if notifications.classify(event) is not None or event["type"] == "OVERDUE_RETRACTED":
                 effects.sends.append(Send(NOTIFY_BY_BORROWER, event["borrower_id"].encode(), value, None))
             return effects
-        except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
-            return _bad(key, value, exc, "overdue.events", partition, offset)
+        except (RoutingError, KeyError, TypeError, ValueError) as exc:
+            return _bad(event.get("loan_id", "").encode(), value, exc, "overdue.events", partition, -1)
 
     def on_dispute(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
         """A Dispute for a loan in ``partition`` (bureau router only)."""
@@ -125,7 +180,7 @@ class LoanRouters:
             state, out = bureau.step_dispute(state, record, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            effects.writes.append((BUREAU_TABLE, dispute.loan_id, bureau.state_to_bytes(state)))
+            self.cache.put(effects, BUREAU_TABLE, dispute.loan_id, bureau.state_to_bytes(state))
             self.index(partition).set(dispute.loan_id, bureau.next_due(state))
             return effects
         except errors.InvalidRecord as exc:
@@ -141,7 +196,7 @@ class LoanRouters:
         effects = RouterEffects()
         index = self.index(partition)
         for loan_id in index.pop_due(clock):
-            raw = self._load(BUREAU_TABLE, loan_id)
+            raw = self.cache.get(BUREAU_TABLE, loan_id)
             if raw is None:
                 continue
             state = bureau.state_from_bytes(raw)
@@ -149,8 +204,11 @@ class LoanRouters:
             while (due := bureau.next_due(state)) is not None and due <= clock:
                 state, out = bureau.step_tick(state, due, self.policy)
                 effects.route(out)
-            effects.writes.append((BUREAU_TABLE, loan_id, bureau.state_to_bytes(state)))
+            self.cache.put(effects, BUREAU_TABLE, loan_id, bureau.state_to_bytes(state))
             index.set(loan_id, bureau.next_due(state))
+        marker = codec.encode("Tick", {"as_of": clock})
+        headers = [(MARKER_HEADER, str(partition).encode())]
+        effects.sends += [Send(PARTNER_ITEMS, None, marker, target, headers) for target in range(self.partitions)]
         return effects
 
 
@@ -159,31 +217,49 @@ class Notifier:
 
     def __init__(self, policy: Policy, load: Load) -> None:
         self.policy = policy
-        self._load = load
+        self.cache = StateCache(load)
 
     def on_event(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
         try:
             event = codec.decode("OverdueEvent", value)
             borrower = event["borrower_id"]
-            raw = self._load(NOTIFY_TABLE, borrower)
+            raw = self.cache.get(NOTIFY_TABLE, borrower)
             state = notifications.EMPTY if raw is None else notifications.state_from_bytes(raw)
             state, out = notifications.step_event(state, event, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            effects.writes.append((NOTIFY_TABLE, borrower, notifications.state_to_bytes(state)))
+            self.cache.put(effects, NOTIFY_TABLE, borrower, notifications.state_to_bytes(state))
             return effects
         except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
             return _bad(key, value, exc, NOTIFY_BY_BORROWER, partition, offset)
 
 
 class PartnerDigests:
-    """The partner router's second stage, per partner_id: real-time shares and daily digests."""
+    """The partner router's second stage, per partner_id: real-time shares and daily digests.
 
-    def __init__(self, policy: Policy, load: Load) -> None:
+    Its clock for a partition is the minimum of the tick markers received from every source
+    partition, so a digest is sent only when every loan partition has passed its instant.
+    """
+
+    def __init__(self, policy: Policy, load: Load, partitions: int) -> None:
         self.policy = policy
-        self._load = load
+        self.cache = StateCache(load)
+        self.partitions = partitions
         self.indexes: dict[int, WakeIndex] = {}
         self.clocks: dict[int, datetime] = {}
+        self.marks: dict[int, dict[int, datetime]] = {}
+
+    def on_marker(self, partition: int, source: int, value: bytes) -> RouterEffects:
+        """A tick marker from loan partition ``source``: advance this partition's watermark."""
+        from .core.records import parse_tick
+
+        as_of = parse_tick(codec.decode("Tick", value)).as_of
+        marks = self.marks.setdefault(partition, {})
+        if source not in marks or as_of > marks[source]:
+            marks[source] = as_of
+        if len(marks) < self.partitions:
+            return RouterEffects()
+        return self.on_tick(partition, min(marks.values()))
 
     def index(self, partition: int) -> WakeIndex:
         return self.indexes.setdefault(partition, WakeIndex())
@@ -192,12 +268,12 @@ class PartnerDigests:
         try:
             envelope = partners.envelope_from_bytes(value)
             partner_id = (key or b"").decode()
-            raw = self._load(PARTNER_TABLE, partner_id)
+            raw = self.cache.get(PARTNER_TABLE, partner_id)
             state = partners.EMPTY if raw is None else partners.state_from_bytes(raw)
             state, out = partners.step_item(state, partner_id, envelope, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            effects.writes.append((PARTNER_TABLE, partner_id, partners.state_to_bytes(state)))
+            self.cache.put(effects, PARTNER_TABLE, partner_id, partners.state_to_bytes(state))
             self.index(partition).set(partner_id, partners.next_due(state))
             return effects
         except (RoutingError, KeyError, TypeError, ValueError) as exc:
@@ -210,13 +286,13 @@ class PartnerDigests:
         effects = RouterEffects()
         index = self.index(partition)
         for partner_id in index.pop_due(clock):
-            raw = self._load(PARTNER_TABLE, partner_id)
+            raw = self.cache.get(PARTNER_TABLE, partner_id)
             if raw is None:
                 continue
             state = partners.state_from_bytes(raw)
             while (due := partners.next_due(state)) is not None and due <= clock:
                 state, out = partners.step_tick(state, partner_id, due, self.policy)
                 effects.route(out)
-            effects.writes.append((PARTNER_TABLE, partner_id, partners.state_to_bytes(state)))
+            self.cache.put(effects, PARTNER_TABLE, partner_id, partners.state_to_bytes(state))
             index.set(partner_id, partners.next_due(state))
         return effects

@@ -36,6 +36,7 @@ class Worker:
 
     def __init__(self, name: str, env: Mapping[str, str], log_file: Path) -> None:
         self.name = name
+        self.env = dict(env)
         self.log_file = log_file
         self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
         duewatch = Path(sys.executable).with_name("duewatch")

@@ -1,0 +1,813 @@
+"""End-to-end benchmark on the real broker (issue 4): one `duewatch worker` beside plain aiokafka.
+
+``python -m streams.bench e2e [--loans N]`` (``make bench`` runs it after the core benchmark):
+
+1. a broker: ``KAFKA_BOOTSTRAP_SERVERS``, or one started with ``streams.devkafka`` on free ports
+   in a temporary directory (stopped at the end, also on error);
+2. a generated book (``streams.book``, 100,000 loans by default) encoded once to Avro (timed
+   apart) and produced, keyed by loan id, to uniquely prefixed topics before anything reads;
+3. the baseline: a plain aiokafka consume-and-produce loop in a subprocess (its own core, like
+   the worker) copying every input record to a sink topic, run to completion first;
+4. the worker: ``duewatch worker`` (ticker off) reading the same records; its intake rate comes
+   from the consumer group's committed offsets, polled every 0.2 s;
+5. ticks: a catch-up tick just before a local midnight (emits the whole history), then one at
+   midnight + settle + 1 s, whose transitions are timed as they arrive on overdue.events;
+6. a restart over the same state dir, timed to the "wake-up index rebuilt" log line.
+
+The result is a section of BENCHMARKS.md with every target and PASS or MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .. import codec, devkafka, kafkaio
+from .. import settings as names
+from ..book import SHANGHAI, generate
+from ..settings import Settings, from_env
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTION = "End to end (real broker): streams.bench.e2e"
+
+START = date(2026, 3, 1)
+DAYS = 60
+SETTLE = 60.0
+#: The catch-up tick: one minute before a Wednesday midnight (no reminders or repayments in
+#: the book fall between it and the midnight, so the next tick emits exactly that midnight).
+CATCH_UP_AT = datetime(2026, 3, 24, 23, 59, tzinfo=SHANGHAI)
+MIDNIGHT = datetime(2026, 3, 25, 0, 0, tzinfo=SHANGHAI)
+#: The measured tick: the first whole second past midnight + settle delay.
+MIDNIGHT_TICK_AT = MIDNIGHT + timedelta(seconds=SETTLE + 1)
+
+# Targets (DEVELOPERS.md / issue 4), per worker process on a 2-core machine.
+TARGET_RATE = 50_000.0
+TARGET_RATIO = 0.60
+TARGET_TICK_TRANSITIONS = 10_000
+TARGET_TICK_SECONDS = 1.0
+TARGET_P99 = 0.100
+
+POLL = 0.2  # committed-offset poll period, seconds
+FAUST_COMMIT_INTERVAL = 2.8  # faust's broker_commit_interval default
+REBUILT = re.compile(r"wake-up index rebuilt: (\d+) loans in (\d+) partitions")
+#: What the worker logs when the rebuild raised (streams/app.py ``rebuild_indexes``).
+REBUILD_FAILED = re.compile(r"rebuilding the wake-up index failed")
+REBUILD_DONE = re.compile(f"{REBUILT.pattern}|{REBUILD_FAILED.pattern}")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of ``values``, nearest-rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+def intake_rate(samples: Sequence[tuple[float, int]], total: int) -> tuple[float, float, int, bool]:
+    """Records/s from committed-offset samples ``(time, committed)``.
+
+    The rate is measured between the first sample with anything committed and the first
+    sample at ``total`` (or the last sample when it never got there): both ends are commit
+    instants, so the commit interval shifts them alike instead of being counted as work.
+    Returns ``(rate, seconds, records, complete)``.
+    """
+    started = next(((t, c) for t, c in samples if c > 0), None)
+    if started is None:
+        return 0.0, 0.0, 0, False
+    ended = next(((t, c) for t, c in samples if c >= total), None)
+    complete = ended is not None
+    if ended is None:
+        ended = samples[-1]
+    seconds = ended[0] - started[0]
+    records = ended[1] - started[1]
+    if seconds <= 0 or records <= 0:
+        return 0.0, seconds, records, complete
+    return records / seconds, seconds, records, complete
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "**MISS**")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux /proc), None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _log(msg: str) -> None:
+    print(f"e2e: {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def kafka_broker(workdir: Path) -> Iterator[tuple[str, int | None]]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` or a broker of our own on free ports; yields (bootstrap, pid)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external, None
+        return
+    port, controller_port = devkafka.free_ports(2)
+    broker = devkafka.Broker(workdir / "kafka", port, controller_port)
+    took = broker.up(timeout=90, die_with_parent=True)
+    _log(f"broker up on {broker.bootstrap} in {took:.1f} s")
+    try:
+        yield broker.bootstrap, broker.status().pid
+    finally:
+        broker.down(timeout=30)
+
+
+# --------------------------------------------------------------------------- the worker process
+
+
+class WorkerProcess:
+    """A `duewatch worker` subprocess logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("duewatch")), "worker"], cwd=ROOT, env={**os.environ, **env},
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=devkafka._set_pdeathsig,
+        )  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_file.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def check(self) -> None:
+        if not self.running:
+            raise RuntimeError(f"the worker exited ({self.proc.returncode}):\n{self.tail()}")
+
+    async def wait_for(self, rx: re.Pattern[str], timeout: float) -> tuple[re.Match[str], float]:
+        """The first match of ``rx`` in the log and seconds since the process started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = rx.search(self.output())
+            if match:
+                return match, time.perf_counter() - self.started
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker: no {rx.pattern!r} within {timeout:.0f} s:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
+    def stop(self, timeout: float = 60.0) -> float:
+        """SIGTERM, wait (SIGKILL after ``timeout``); returns the seconds it took."""
+        t0 = time.perf_counter()
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+        return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- kafka helpers
+
+
+class Arrivals:
+    """Reads a topic from the beginning in the background, noting the wall time each batch arrived."""
+
+    def __init__(self, cfg: Settings, topic: str, partitions: int) -> None:
+        self.cfg = cfg
+        self.topic = cfg.topic(topic)
+        self.partitions = partitions
+        self.records: list[tuple[float, bytes]] = []  # (arrival wall time, value)
+        self.position: dict[int, int] = {}
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            **self.cfg.kafka_kwargs(), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=4 << 20,
+        )  # fmt: skip
+        await consumer.start()
+        self.tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        consumer.assign(self.tps)
+        await consumer.seek_to_beginning(*self.tps)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for tp, messages in batch.items():
+                self.records.extend((now, m.value) for m in messages)
+                if messages:
+                    self.position[tp.partition] = messages[-1].offset + 1
+
+    async def end_offsets(self) -> dict[int, int]:
+        ends = await self._consumer.end_offsets(self.tps)
+        return {tp.partition: off for tp, off in ends.items()}
+
+    async def caught_up(self, timeout: float = 120.0) -> None:
+        """Wait until everything on the topic right now has been read."""
+        ends = await self.end_offsets()
+        deadline = time.monotonic() + timeout
+        while any(self.position.get(p, 0) < end for p, end in ends.items() if end > 0):
+            if self._task is not None and self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reader of {self.topic} not caught up: {self.position} < {ends}")
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class Committed:
+    """The worker's consumer-group offsets, summed per topic."""
+
+    def __init__(self, cfg: Settings, group: str) -> None:
+        self.cfg = cfg
+        self.group = group
+        self._admin: Any = None
+
+    async def start(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        self._admin = AIOKafkaAdminClient(**self.cfg.kafka_kwargs())
+        await self._admin.start()
+
+    async def offsets(self) -> dict[str, dict[int, int]]:
+        raw = await self._admin.list_consumer_group_offsets(self.group)
+        out: dict[str, dict[int, int]] = {}
+        for tp, meta in raw.items():
+            if meta is not None and meta.offset >= 0:
+                out.setdefault(tp.topic, {})[tp.partition] = meta.offset
+        return out
+
+    async def total(self, *topics: str) -> int:
+        offsets = await self.offsets()
+        return sum(sum(offsets.get(t, {}).values()) for t in topics)
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+
+
+async def produce_all(cfg: Settings, records: Sequence[tuple[str, bytes, bytes]], partitions: int) -> float:
+    """Produce ``(physical topic, key, value)`` in order, partition = murmur2(key); returns seconds."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import murmur2
+
+    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks=1, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        pending = []
+        for topic, key, value in records:
+            partition = (murmur2(key) & 0x7FFFFFFF) % partitions
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+            if len(pending) >= 50_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0
+
+
+async def delete_topics(cfg: Settings, prefixes: Sequence[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if any(t.startswith(p) for p in prefixes)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------- baseline (subprocess)
+
+
+async def baseline_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    """The plain aiokafka loop: every input record produced once to the sink, same partition."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    cfg = from_env({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": spec["bootstrap"]})
+    expect = int(spec["expect"])
+    sink = spec["sink"]
+    consumer = AIOKafkaConsumer(
+        *spec["topics"], **cfg.kafka_kwargs(), group_id=spec["group"], enable_auto_commit=False,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks=1, linger_ms=5, max_batch_size=1 << 20)
+    await consumer.start()
+    await producer.start()
+    cpu0 = time.process_time()
+    try:
+        seen = 0
+        first: float | None = None
+        last_commit = time.perf_counter()
+        deadline = time.monotonic() + float(spec.get("timeout", 600))
+        while seen < expect:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"baseline read {seen} of {expect} records")
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            if not batch:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            for tp, messages in batch.items():
+                partition = tp.partition
+                for message in messages:
+                    await producer.send(sink, message.value, key=message.key, partition=partition)
+                seen += len(messages)
+            now = time.perf_counter()
+            if now - last_commit >= FAUST_COMMIT_INTERVAL:
+                await consumer.commit()
+                last_commit = now
+        consumed = time.perf_counter()
+        await producer.flush()
+        done = time.perf_counter()
+        await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    assert first is not None
+    return {
+        "records": seen,
+        "seconds": done - first,
+        "rate": seen / (done - first),
+        "consume_seconds": consumed - first,
+        "cpu_seconds": time.process_time() - cpu0,
+    }
+
+
+async def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams.bench.e2e", "--baseline", json.dumps(spec), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=devkafka._set_pdeathsig,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Result:
+    loans: int
+    partitions: int
+    schedules: int = 0
+    repayments: int = 0
+    broker: str = ""
+    generate_s: float = 0.0
+    encode_s: float = 0.0
+    produce_s: float = 0.0
+    baseline: dict[str, Any] = field(default_factory=dict)
+    worker_rate: float = 0.0
+    worker_seconds: float = 0.0
+    worker_records: int = 0
+    worker_complete: bool = False
+    worker_cpu: float | None = None  # CPU seconds per wall second during intake
+    broker_cpu: float | None = None
+    worker_ready_s: float | None = None
+    catch_up: dict[str, Any] = field(default_factory=dict)
+    midnight: dict[str, Any] = field(default_factory=dict)
+    restart: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> int:
+        return self.schedules + self.repayments
+
+
+def _worker_env(cfg: Settings, state_dir: Path) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
+        "DUEWATCH_TOPIC_PREFIX": cfg.topic_prefix,
+        "DUEWATCH_PARTITIONS": str(cfg.partitions),
+        "DUEWATCH_APP_ID": cfg.app_id,
+        "DUEWATCH_TICKER_ENABLED": "false",
+        "DUEWATCH_SETTLE_DELAY": str(SETTLE),
+        "DUEWATCH_STATE_DIR": str(state_dir),
+        "DUEWATCH_WEB_PORT": str(devkafka.free_ports(1)[0]),
+        "DUEWATCH_LOG_LEVEL": "info",
+    }
+
+
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """Start py-spy (if installed next to this interpreter or on PATH) sampling ``pid``."""
+    spy = Path(sys.executable).with_name("py-spy")
+    exe = str(spy) if spy.exists() else shutil.which("py-spy")
+    if exe is None:
+        _log("--profile: py-spy not found (pip install py-spy into the venv)")
+        return None
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw", "--rate", "200",
+         "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def summarize_profile(raw: Path, top: int = 15) -> str:
+    """Self and inclusive time of the hottest functions from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \((.*/)?(site-packages/)?", " (", f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if not total:
+        return "(no samples)"
+    lines = [f"{total} samples", "", "self time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top + 10)]
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdir: Path) -> Result:
+    run_id = uuid.uuid4().hex[:8]
+    cfg = from_env({
+        **os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DUEWATCH_TOPIC_PREFIX": f"bench{run_id}.",
+        "DUEWATCH_PARTITIONS": str(args.partitions), "DUEWATCH_APP_ID": f"dw-bench{run_id}",
+    })  # fmt: skip
+    result = Result(loans=args.loans, partitions=cfg.partitions, broker=bootstrap)
+    cleanup = [cfg.topic_prefix, cfg.app_id, f"base{run_id}."]
+    workers: list[WorkerProcess] = []
+    arrivals: Arrivals | None = None
+    committed: Committed | None = None
+    try:
+        # --- book ------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        book = generate(args.loans, START, DAYS)
+        result.generate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        encoded = [
+            (cfg.topic(r.topic), r.key.encode(), codec.encode(codec.TOPIC_RECORD[r.topic],
+                                                              codec.from_json(codec.TOPIC_RECORD[r.topic], r.value)))
+            for r in book
+        ]  # fmt: skip
+        result.encode_s = time.perf_counter() - t0
+        result.schedules = sum(1 for r in book if r.topic == names.SCHEDULES)
+        result.repayments = len(book) - result.schedules
+        result.loans = len({r.key for r in book})
+        del book
+        _log(f"book: {result.loans} loans, {result.schedules} schedules + {result.repayments} repayments "
+             f"(generated in {result.generate_s:.1f} s, encoded in {result.encode_s:.1f} s)")  # fmt: skip
+
+        # --- topics and input ------------------------------------------------------------
+        await kafkaio.create_topics(cfg)
+        sink = f"base{run_id}.sink"
+        await kafkaio.create_topics(dataclasses.replace(cfg, topic_prefix=f"base{run_id}."), ["sink"])
+        result.produce_s = await produce_all(cfg, encoded, cfg.partitions)
+        _log(f"produced {len(encoded)} records in {result.produce_s:.1f} s")
+        del encoded
+        inputs = (cfg.topic(names.SCHEDULES), cfg.topic(names.REPAYMENTS))
+
+        # --- baseline --------------------------------------------------------------------
+        result.baseline = await run_baseline({
+            "bootstrap": bootstrap, "topics": list(inputs), "sink": sink, "group": f"base{run_id}",
+            "expect": result.inputs, "timeout": args.timeout,
+        })  # fmt: skip
+        _log(f"baseline: {result.baseline['rate']:,.0f} records/s ({result.baseline['seconds']:.1f} s)")
+
+        # --- worker intake ---------------------------------------------------------------
+        committed = Committed(cfg, cfg.app_id)
+        await committed.start()
+        arrivals = Arrivals(cfg, names.OVERDUE, cfg.partitions)
+        await arrivals.start()
+        state_dir = workdir / "state"
+        env = _worker_env(cfg, state_dir)
+        worker = WorkerProcess(env, workdir / "worker-1.log")
+        workers.append(worker)
+        spy = None
+        if args.profile:
+            spy = _profile(worker.proc.pid, args.profile, workdir / "intake.pyspy")
+        samples: list[tuple[float, int]] = []
+        cpu: list[tuple[float, float | None, float | None]] = []
+        deadline = time.monotonic() + args.timeout
+        ready_task = asyncio.create_task(worker.wait_for(REBUILT, args.timeout))
+        while True:
+            worker.check()
+            now = time.perf_counter()
+            total = await committed.total(*inputs)
+            if not samples or total != samples[-1][1]:
+                _log(f"  committed {total:,} of {result.inputs:,} input records at {now - worker.started:.1f} s")
+            samples.append((now, total))
+            cpu.append((now, _cpu_seconds(worker.proc.pid), _cpu_seconds(broker_pid) if broker_pid else None))
+            if total >= result.inputs:
+                break
+            if time.monotonic() > deadline:
+                result.notes.append(
+                    f"intake capped: the worker had committed {total:,} of {result.inputs:,} input records "
+                    f"after {args.timeout:.0f} s; the rate is over what it had done, the ticks were not run"
+                )
+                break
+            await asyncio.sleep(POLL)
+        with contextlib.suppress(Exception):
+            result.worker_ready_s = (await asyncio.wait_for(ready_task, 1))[1]
+        rate, seconds, records, complete = intake_rate(samples, result.inputs)
+        result.worker_rate, result.worker_seconds, result.worker_records, result.worker_complete = (
+            rate, seconds, records, complete,
+        )  # fmt: skip
+        started = next((i for i, (_, c) in enumerate(samples) if c > 0), None)
+        if started is not None and started < len(cpu) - 1:
+            (ta, wa, ba), (tb, wb, bb) = cpu[started], cpu[-1]
+            if wa is not None and wb is not None:
+                result.worker_cpu = (wb - wa) / (tb - ta)
+            if ba is not None and bb is not None:
+                result.broker_cpu = (bb - ba) / (tb - ta)
+        _log(f"worker intake: {rate:,.0f} records/s ({records:,} records over {seconds:.1f} s; CPU: worker "
+             f"{result.worker_cpu or 0:.2f}, broker {result.broker_cpu or 0:.2f} cores)")  # fmt: skip
+        if spy is not None:
+            spy.wait()
+            raw = workdir / "intake.pyspy"
+            if raw.exists():
+                result.profile = summarize_profile(raw)
+                _log("profile of the worker during intake:\n" + result.profile)
+
+        if complete:
+            # --- catch-up tick -----------------------------------------------------------
+            result.catch_up = await timed_tick(cfg, worker, committed, arrivals, CATCH_UP_AT, 1, args.timeout)
+            _log(f"catch-up tick: {result.catch_up['transitions']:,} events in {result.catch_up['seconds']:.2f} s")
+            # --- the midnight ------------------------------------------------------------
+            result.midnight = await timed_tick(
+                cfg, worker, committed, arrivals, MIDNIGHT_TICK_AT, 2, args.timeout, detail=True
+            )
+            _log(f"midnight tick: {result.midnight['transitions']:,} events in {result.midnight['seconds']:.3f} s")
+
+        # --- restart over the same state -----------------------------------------------
+        stop_s = worker.stop()
+        again = WorkerProcess(env, workdir / "worker-2.log")
+        workers.append(again)
+        match, took = await again.wait_for(REBUILD_DONE, args.timeout)
+        await asyncio.sleep(3)  # more rebuilds (rebalances) would follow quickly
+        log = again.output()
+        result.restart = {
+            "seconds": took, "stop_seconds": stop_s, "failed": match.group(1) is None,
+            "loans": int(match.group(1) or 0), "lines": [int(m.group(1)) for m in REBUILT.finditer(log)],
+            "failures": len(REBUILD_FAILED.findall(log)), "error": _last_exception(log),
+        }  # fmt: skip
+        _log(f"restart: {match.group(0)!r} after {took:.1f} s")
+        again.stop()
+        return result
+    finally:
+        for w in workers:
+            w.stop()
+        if arrivals is not None:
+            await arrivals.close()
+        if committed is not None:
+            await committed.close()
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # our own broker goes away with its data
+            with contextlib.suppress(Exception):
+                await delete_topics(cfg, cleanup)
+
+
+def _last_exception(log: str) -> str | None:
+    """The last ``SomeError: message`` line of a traceback in ``log``."""
+    found = re.findall(r"^([\w.]+(?:Error|Exception): .*)$", log, re.M)
+    return found[-1].strip() if found else None
+
+
+async def timed_tick(
+    cfg: Settings, worker: WorkerProcess, committed: Committed, arrivals: Arrivals, at: datetime, nth: int,
+    timeout: float, detail: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Send the ``nth`` tick at instant ``at``; time the overdue events it causes until the last arrives."""
+    before = len(arrivals.records)
+    sent = time.time()
+    await kafkaio.send_tick(cfg, at)
+    acked = time.time()
+    ticks = cfg.topic(names.TICKS)
+    deadline = time.monotonic() + timeout
+    while True:  # the worker has handled (and committed) the tick on every partition
+        offsets = (await committed.offsets()).get(ticks, {})
+        if len(offsets) >= cfg.partitions and all(o >= nth for o in offsets.values()):
+            break
+        worker.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tick {at.isoformat()} not committed within {timeout:.0f} s: {offsets}")
+        await asyncio.sleep(POLL)
+    await arrivals.caught_up(timeout)
+    new = arrivals.records[before:]
+    out: dict[str, Any] = {"at": at.isoformat(), "transitions": len(new), "send_s": acked - sent}
+    if not new:
+        out.update(seconds=0.0, rate=0.0)
+        return out
+    last = max(t for t, _ in new)
+    first = min(t for t, _ in new)
+    out.update(seconds=last - sent, first_s=first - sent, rate=len(new) / (last - sent))
+    if detail:
+        events = [codec.decode("OverdueEvent", v) for _, v in new]
+        latencies = [t - sent for t, _ in new]
+        processing = [e["detected_at"].timestamp() - sent for e in events]
+        delivery = [t - e["detected_at"].timestamp() for (t, _), e in zip(new, events, strict=True)]
+        cutoff = at - timedelta(seconds=SETTLE)
+        out.update(
+            types=dict(Counter(e["type"] for e in events).most_common()),
+            as_of=dict(Counter(e["as_of"].astimezone(SHANGHAI).isoformat() for e in events).most_common(3)),
+            outside=sum(1 for e in events if not (CATCH_UP_AT < e["as_of"] <= cutoff)),
+            p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99), max=max(latencies),
+            processing_p99=percentile(processing, 0.99), delivery_p99=percentile(delivery, 0.99),
+        )  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(r: Result) -> str:
+    b = r.baseline
+    base_rate = float(b.get("rate", 0.0))
+    ratio = r.worker_rate / base_rate if base_rate else 0.0
+    m, c, rs = r.midnight, r.catch_up, r.restart
+    ms = lambda s: f"{1000 * s:,.0f} ms"  # noqa: E731
+    rows = [
+        ("plain aiokafka loop (consume + produce 1:1, subprocess)",
+         f"{base_rate:,.0f} records/s", "", ""),
+        ("worker intake (`duewatch worker`, 1 process)",
+         f"{r.worker_rate:,.0f} records/s", f"≥ {TARGET_RATE:,.0f} records/s", verdict(r.worker_rate >= TARGET_RATE)),
+        ("worker / plain loop", f"{100 * ratio:.1f} %", f"≥ {100 * TARGET_RATIO:.0f} %", verdict(ratio >= TARGET_RATIO)),
+    ]  # fmt: skip
+    if m:
+        rate = float(m.get("rate", 0.0))
+        at_10k = TARGET_TICK_TRANSITIONS / rate if rate else float("inf")
+        scaled = max(1, round(TARGET_TICK_TRANSITIONS * r.loans / 1_000_000))
+        rows += [
+            (f"midnight tick: {m['transitions']:,} transitions ({100 * m['transitions'] / r.loans:.2f} % of the book), "
+             "tick sent → last on the topic", ms(m["seconds"]),
+             f"< 1 s for {scaled:,} (1 % of {r.loans:,})", verdict(m["seconds"] < TARGET_TICK_SECONDS)),
+            ("midnight tick throughput (→ time for 10,000 transitions)",
+             f"{rate:,.0f} transitions/s (→ {at_10k:.2f} s)", "< 1 s for 10,000", verdict(at_10k < TARGET_TICK_SECONDS)),
+            ("detection latency p50 / p99 / max (tick past the cut-off → event on the topic)",
+             f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['max'])}", "p99 < 100 ms", verdict(m["p99"] < TARGET_P99)),
+        ]  # fmt: skip
+    if c:
+        rows.append((f"catch-up tick {c['at']}: the whole history up to it",
+                     f"{c['transitions']:,} events in {c['seconds']:.1f} s ({c['rate']:,.0f} events/s)", "", ""))  # fmt: skip
+    if rs and rs["failed"]:
+        rows.append(("restart over existing state: process start → \"wake-up index rebuilt\"",
+                     f"rebuild **failed** after {rs['seconds']:.1f} s: `{rs['error']}`", "report", "**MISS**"))  # fmt: skip
+    elif rs:
+        rows.append((f"restart over existing state: process start → \"wake-up index rebuilt\" ({rs['loans']:,} loans)",
+                     f"{rs['seconds']:.1f} s", "report",
+                     "" if rs["loans"] >= r.loans else f"**MISS** (index holds {rs['loans']:,} of {r.loans:,} loans)"))  # fmt: skip
+    table = ["| measure | result | target | |", "|---|---|---|---|"]
+    table += [f"| {a} | {b_} | {t} | {v} |" for a, b_, t, v in rows]
+
+    lines = [
+        f"Book: {r.loans:,} loans ({START.isoformat()} + {DAYS} days, seed 7): {r.schedules:,} schedules + "
+        f"{r.repayments:,} repayments = **{r.inputs:,} input records**, Avro-encoded once beforehand "
+        f"({r.encode_s:.1f} s, not measured) and produced before anything reads ({r.produce_s:.1f} s). "
+        f"{r.partitions} partitions per topic, one worker owns all of them; broker on the same machine.",
+        "",
+        *table,
+        "",
+        "How it was measured:",
+        "",
+        f"- Plain loop: aiokafka consumer (own group, `getmany(max_records=20000)`) over both input topics, "
+        f"every record produced once (its bytes, explicit partition = input partition, acks=1, linger 5 ms) to a "
+        f"sink topic, offsets committed every {FAUST_COMMIT_INTERVAL} s; first record received → last output "
+        f"acknowledged: {b.get('seconds', 0):.1f} s (consuming alone {b.get('consume_seconds', 0):.1f} s, "
+        f"{b.get('cpu_seconds', 0):.1f} CPU s).",
+        f"- Worker: `duewatch worker` (ticker off, fresh RocksDB state). Its rate is read from the consumer "
+        f"group's committed offsets, polled every {POLL} s, between the first commit and the first at "
+        f"{r.inputs:,}: {r.worker_records:,} records in {r.worker_seconds:.1f} s. Faust commits every "
+        f"{FAUST_COMMIT_INTERVAL} s, so each end is known to about {FAUST_COMMIT_INTERVAL} s "
+        f"(±{100 * FAUST_COMMIT_INTERVAL / max(r.worker_seconds, 1e-9):.0f} % of the window)."
+        + (f" Worker CPU {100 * r.worker_cpu:.0f} % of one core" if r.worker_cpu is not None else "")
+        + (f", broker {100 * r.broker_cpu:.0f} %" if r.broker_cpu is not None else "")
+        + ("." if r.worker_cpu is not None else ""),
+    ]
+    if c:
+        lines.append(
+            f"- Ticks go to all {r.partitions} partitions of clock.ticks. The catch-up tick at {c['at']} (all input "
+            f"already consumed) emits every transition of the history; then a tick at {m.get('at', '?')} — local "
+            f"midnight + settle delay ({SETTLE:.0f} s) + 1 s — emits that midnight's transitions "
+            f"({', '.join(f'{k} {v:,}' for k, v in m.get('types', {}).items())}; "
+            f"{m.get('outside', 0)} with an `as_of` outside the tick interval)."
+        )
+        lines.append(
+            "- Latency of an event = wall time it arrived at a reader of overdue.events (fetch wait 5 ms) − wall time "
+            "the tick was sent. Event time is mapped onto the wall clock by that tick: it is the instant the clock "
+            "passed the cut-off (`as_of` + settle). A production ticker, one tick a second, adds up to its interval. "
+            f"Split at the event's `detected_at`: tick sent → handled p99 {ms(m.get('processing_p99', 0))}, "
+            f"handled → on the reader p99 {ms(m.get('delivery_p99', 0))}; first event after "
+            f"{ms(m.get('first_s', 0))}."
+        )
+    if rs:
+        lines.append(
+            f"- Restart: SIGTERM ({rs['stop_seconds']:.1f} s to exit), a new process over the same state dir, timed "
+            f"from its start to the first \"wake-up index rebuilt\" line (all lines within 3 s: {rs['lines']} loans; "
+            f"{rs['failures']} \"rebuilding the wake-up index failed\")."
+        )
+    for note in r.notes:
+        lines.append(f"- **Note**: {note}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m streams.bench e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--loans", type=int, default=100_000, help="loans in the book (default 100,000)")
+    parser.add_argument("--partitions", type=int, default=int(os.environ.get("DUEWATCH_PARTITIONS") or 12),
+                        help="partitions per topic (default $DUEWATCH_PARTITIONS or 12)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=420.0,
+                        help="cap of the worker's intake and of every wait, seconds (default 420)")  # fmt: skip
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help="sample the worker with py-spy for SECONDS of its intake")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (worker logs, state)")
+    parser.add_argument("--no-write", action="store_true", help="print the report, leave BENCHMARKS.md alone")
+    return parser.parse_args(list(argv))
+
+
+def main(write_section: Callable[[str, str], None], argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and write its BENCHMARKS.md section; ``argv`` defaults to what follows ``e2e``."""
+    if argv is None:
+        argv = sys.argv[sys.argv.index("e2e") + 1 :] if "e2e" in sys.argv else []
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="duewatch-e2e-"))
+    t0 = time.perf_counter()
+    try:
+        with kafka_broker(workdir) as (bootstrap, broker_pid):
+            result = asyncio.run(run(args, bootstrap, broker_pid, workdir))
+    finally:
+        if args.keep:
+            _log(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    body = report(result)
+    print(body)
+    if result.profile:
+        print("\nWorker profile during intake (py-spy):\n" + result.profile)
+    _log(f"done in {time.perf_counter() - t0:.0f} s")
+    if not args.no_write:
+        write_section(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--baseline":
+        print(json.dumps(asyncio.run(baseline_loop(json.loads(sys.argv[2])))))
+        sys.exit(0)
+    from .__main__ import write_section as _write
+
+    sys.exit(main(_write, sys.argv[1:]))
