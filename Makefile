@@ -48,12 +48,56 @@ kafka-down: venv
 kafka-status: venv
 	$(PY) -m streams.devkafka status
 
+# --- tools ----------------------------------------------------------------------
+# promtool, for the Prometheus rule tests in tests/deploy: Debian's `prometheus` package
+# (/usr/bin/promtool), installed without recommends (no node-exporter, smartmontools...).
+# Only when missing, only as root with apt-get; otherwise those tests skip with a message.
+# A policy-rc.d that forbids service starts is put in place for the install (unless one
+# exists already), and the service is disabled afterwards (systemd or sysv-rc), so no
+# Prometheus server is left listening on :9090, now or after a reboot.
+
+.PHONY: tools
+tools:
+	@if command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ]; then \
+		exit 0; \
+	fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make tools: promtool not found, and installing it needs root and apt-get;"; \
+		echo "            the promtool tests in tests/deploy will be SKIPPED."; \
+		echo "            Install it with: sudo apt-get install --no-install-recommends prometheus"; \
+		exit 0; \
+	fi; \
+	echo "make tools: installing promtool (Debian package 'prometheus', no recommends)"; \
+	apt-get update -qq || true; \
+	if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+		echo "make tools: apt has no 'prometheus' package here; the promtool tests will be SKIPPED."; \
+		exit 0; \
+	fi; \
+	rcd=/usr/sbin/policy-rc.d; made_rcd=; \
+	if [ ! -e $$rcd ]; then \
+		trap 'rm -f '$$rcd EXIT INT TERM; \
+		printf '#!/bin/sh\nexit 101\n' > $$rcd && chmod 755 $$rcd && made_rcd=1; \
+	fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	rc=$$?; \
+	if [ -n "$$made_rcd" ]; then rm -f $$rcd; fi; \
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then \
+		systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	elif command -v update-rc.d >/dev/null 2>&1; then \
+		update-rc.d prometheus disable >/dev/null 2>&1 || true; \
+	fi; \
+	if [ $$rc -ne 0 ]; then \
+		echo "make tools: apt-get install prometheus failed ($$rc); the promtool tests will be SKIPPED."; \
+	else \
+		echo "make tools: $$(promtool --version 2>&1 | head -n 1)"; \
+	fi
+
 # --- checks ---------------------------------------------------------------------
 
 lint: venv
 	$(VENV)/bin/ruff check streams tests
 
-test: venv kafka-jars lint
+test: venv kafka-jars tools lint
 	$(VENV)/bin/pytest -q
 
 # --- placeholders (replaced by later issues) ---------------------------------------

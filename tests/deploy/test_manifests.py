@@ -1,0 +1,558 @@
+"""deploy/compose and deploy/k8s, validated without Docker or a cluster.
+
+They cannot be run here, so these tests check what would break them: the YAML parses; every file
+they reference (bind mounts, Dockerfile, provisioning, dashboards, the policy file, the
+Prometheus config) exists; every DUEWATCH_*/KAFKA_* variable is one streams/settings.py reads,
+and the values parse with its from_env; the web port everywhere (ports, healthchecks, probes,
+scrape targets, annotations) is DUEWATCH_WEB_PORT's, whose default is Settings().web_port;
+probes point at /health and /ready; RocksDB state (DUEWATCH_STATE_DIR) is on a volume; and the
+pieces are wired to each other (Kafka listeners, service selectors, secrets, scrape relabelling).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from streams import settings as settings_module
+from streams.policy_loader import load_policy
+from streams.settings import Settings, from_env
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the deploy files (pip install pyyaml)")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+K8S_DIR = DEPLOY / "k8s"
+PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+GRAFANA_DIR = DEPLOY / "grafana"
+DASHBOARD = GRAFANA_DIR / "dashboards" / "duewatch.json"
+
+WEB_PORT = Settings().web_port  # DUEWATCH_WEB_PORT's default (6066)
+
+#: Variables in the Kubernetes manifests that are not duewatch's own: the downward API, and
+#: Faust's WEB_HOST (the host part of each worker's canonical URL).
+K8S_OTHER_ENV = {"POD_NAME", "POD_NAMESPACE", "WEB_HOST"}
+
+
+def known_env_names() -> set[str]:
+    """The variables streams/settings.py's from_env reads."""
+    names = set(
+        re.findall(r"\"((?:DUEWATCH|KAFKA)_[A-Z0-9_]+)\"", inspect.getsource(settings_module.from_env))
+    )
+    assert {"DUEWATCH_WEB_PORT", "DUEWATCH_STATE_DIR", "KAFKA_BOOTSTRAP_SERVERS"} <= names, names
+    return names
+
+
+def policy_env_names(policy_file: Path | None) -> set[str]:
+    """Variables a policy file names (partner keys: ``key_env = "VAR"``)."""
+    if policy_file is None:
+        return set()
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == "key_env" and isinstance(value, str):
+                    yield value
+                yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    return set(walk(tomllib.loads(policy_file.read_text(encoding="utf-8"))))
+
+
+def is_under(path: str, directory: str) -> bool:
+    return (
+        PurePosixPath(path) == PurePosixPath(directory)
+        or PurePosixPath(directory) in PurePosixPath(path).parents
+    )
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def port_of_url(url: str) -> tuple[str, int, str]:
+    m = re.search(r"https?://([^/:'\"\s]+):(\d+)(/[^'\"\s]*)?", url)
+    assert m, f"no http://host:port in {url!r}"
+    return m.group(1), int(m.group(2)), m.group(3) or "/"
+
+
+# =========================================================================== compose
+
+
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE_FILE)
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+def interpolate(value: Any) -> str:
+    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR} with an empty environment."""
+    text = str(value)
+    text = re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", text)
+    return re.sub(r"\$\{\w+\}|\$(?!\$)\w+", "", text)
+
+
+def service_env(svc: Mapping[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): interpolate(v) for k, v in env.items()}
+
+
+def command_of(svc: Mapping[str, Any]) -> list[str]:
+    cmd = svc.get("command") or []
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def is_duewatch(svc: Mapping[str, Any]) -> bool:
+    build = svc.get("build") or {}
+    return isinstance(build, Mapping) and str(build.get("dockerfile", "")).endswith(
+        "deploy/compose/Dockerfile"
+    )
+
+
+def duewatch_services() -> dict[str, dict[str, Any]]:
+    found = {name: svc for name, svc in services().items() if is_duewatch(svc)}
+    assert found, "no service is built from deploy/compose/Dockerfile"
+    return found
+
+
+def workers() -> dict[str, dict[str, Any]]:
+    found = {
+        name: svc for name, svc in duewatch_services().items() if command_of(svc) == ["duewatch", "worker"]
+    }
+    assert len(found) >= 2, f"need at least two `duewatch worker` services, found {sorted(found)}"
+    return found
+
+
+def mounts(svc: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, source, target) of each volume entry, short or long syntax."""
+    out = []
+    for entry in svc.get("volumes") or []:
+        if isinstance(entry, str):
+            parts = entry.split(":")
+            source, target = parts[0], parts[1]
+            kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+        else:
+            source, target, kind = entry.get("source", ""), entry["target"], entry.get("type", "volume")
+        out.append((kind, source, target))
+    return out
+
+
+def host_path(svc: Mapping[str, Any], container_path: str) -> Path:
+    """The repository path behind ``container_path`` through the service's bind mounts."""
+    best = None
+    for kind, source, target in mounts(svc):
+        if (
+            kind == "bind"
+            and is_under(container_path, target)
+            and (best is None or len(target) > len(best[1]))
+        ):
+            best = (source, target)
+    assert best is not None, f"{container_path} is not inside any bind mount"
+    rest = PurePosixPath(container_path).relative_to(best[1])
+    return (COMPOSE_DIR / best[0] / rest).resolve()
+
+
+def test_compose_has_the_services() -> None:
+    svcs = services()
+    for name in ("kafka", "topics", "prometheus", "grafana"):
+        assert name in svcs, f"no {name} service"
+    assert set(workers()) >= {"worker-1", "worker-2"}
+    assert command_of(svcs["topics"]) == ["duewatch", "topics", "create"]
+    assert str(svcs["topics"].get("restart", "no")) == "no", "topics is a one-shot service"
+
+
+def test_compose_referenced_files_exist() -> None:
+    declared = set(compose().get("volumes") or {})
+    for name, svc in services().items():
+        for kind, source, target in mounts(svc):
+            assert target.startswith("/"), f"{name}: {target}"
+            if kind == "bind":
+                assert (COMPOSE_DIR / source).exists(), f"{name}: bind mount source {source} does not exist"
+            else:
+                assert source in declared, f"{name}: named volume {source} is not declared under volumes:"
+        build = svc.get("build")
+        if build:
+            context = COMPOSE_DIR / (build if isinstance(build, str) else build.get("context", "."))
+            assert context.is_dir(), f"{name}: build context {context}"
+            dockerfile = context / (
+                build.get("dockerfile", "Dockerfile") if isinstance(build, Mapping) else "Dockerfile"
+            )
+            assert dockerfile.is_file(), f"{name}: {dockerfile}"
+        for dep in svc.get("depends_on") or {}:
+            assert dep in services(), f"{name} depends on unknown service {dep}"
+
+
+def test_compose_kafka_runs_kraft() -> None:
+    kafka = services()["kafka"]
+    assert re.fullmatch(r"apache/kafka:4\.0\.\d+", kafka["image"]), kafka["image"]
+    env = service_env(kafka)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "ZOOKEEPER" not in " ".join(env), "KRaft needs no ZooKeeper"
+    assert env["CLUSTER_ID"] and env["KAFKA_NODE_ID"]
+    node, voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")
+    assert node == env["KAFKA_NODE_ID"]
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+    assert voter == f"{kafka.get('hostname', 'kafka')}:{listeners['CONTROLLER'].lstrip(':')}"
+    advertised = {item.split("://")[1] for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    assert str(kafka["healthcheck"]["test"]).find("9092") > 0
+    # every duewatch service bootstraps from a listener the broker advertises
+    for name, svc in duewatch_services().items():
+        for server in from_env(service_env(svc)).bootstrap_servers.split(","):
+            assert server in advertised, (
+                f"{name}: {server} is not an advertised listener {sorted(advertised)}"
+            )
+    # the state it keeps is on a volume
+    assert any(t == env["KAFKA_LOG_DIRS"] for kind, _, t in mounts(kafka) if kind == "volume")
+
+
+def test_compose_env_vars_are_known_and_parse() -> None:
+    known = known_env_names()
+    for name, svc in duewatch_services().items():
+        env = service_env(svc)
+        policy = env.get("DUEWATCH_POLICY_FILE")
+        allowed = known | policy_env_names(host_path(svc, policy) if policy else None)
+        unknown = sorted(k for k in env if k not in allowed)
+        assert not unknown, f"{name}: variables streams/settings.py does not read: {unknown}"
+        from_env(env)  # raises ValueError naming a bad value
+
+
+def test_compose_worker_web_port_healthcheck_and_scrape_targets() -> None:
+    targets = {t for c in load_yaml(PROM_CONFIG)["scrape_configs"] if c["job_name"] == "duewatch"
+               for sc in c["static_configs"] for t in sc["targets"]}  # fmt: skip
+    expected_targets, host_ports, hostnames = set(), [], []
+    for name, svc in workers().items():
+        port = from_env(service_env(svc)).web_port
+        assert port == WEB_PORT, f"{name}: web port {port}, streams/settings.py's default is {WEB_PORT}"
+        published = [str(p) for p in svc.get("ports") or []]
+        assert published, f"{name}: web port not published"
+        for mapping in published:
+            *host, container = mapping.split(":")
+            assert int(container) == port, f"{name}: {mapping} does not map to the web port {port}"
+            host_ports.append(mapping.rsplit(":", 1)[0])
+        check = " ".join(map(str, svc["healthcheck"]["test"]))
+        host, hc_port, path = port_of_url(check)
+        assert (host, hc_port, path) == ("127.0.0.1", port, "/health"), f"{name}: healthcheck {check}"
+        hostname = svc.get("hostname", name)
+        hostnames.append(hostname)
+        expected_targets.add(f"{hostname}:{port}")
+    assert len(set(host_ports)) == len(host_ports), "two workers publish the same host port"
+    assert len(set(hostnames)) == len(hostnames), "workers need distinct hostnames (Faust canonical URLs)"
+    assert targets == expected_targets, "prometheus.yml's duewatch targets must be exactly the workers"
+
+
+def test_compose_workers_keep_state_on_their_own_volume() -> None:
+    used = []
+    for name, svc in workers().items():
+        state_dir = from_env(service_env(svc)).state_dir
+        assert state_dir.startswith("/"), f"{name}: DUEWATCH_STATE_DIR should be absolute, is {state_dir}"
+        [volume] = [s for kind, s, t in mounts(svc) if kind == "volume" and is_under(state_dir, t)] or [None]
+        assert volume, f"{name}: DUEWATCH_STATE_DIR {state_dir} is not on a named volume"
+        used.append(volume)
+    assert len(set(used)) == len(used), f"workers share a state volume: {used}"
+
+
+def test_compose_start_order() -> None:
+    for name, svc in workers().items():
+        deps = svc["depends_on"]
+        assert deps["kafka"]["condition"] == "service_healthy", name
+        assert deps["topics"]["condition"] == "service_completed_successfully", name
+    assert services()["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_compose_policy_file_loads() -> None:
+    for name, svc in duewatch_services().items():
+        policy = service_env(svc).get("DUEWATCH_POLICY_FILE")
+        if policy:
+            path = host_path(svc, policy)
+            assert path.is_file(), f"{name}: {policy} -> {path}"
+            load_policy(str(path), environ={})
+
+
+def test_compose_prometheus_and_grafana_wiring() -> None:
+    svcs = services()
+    prom = svcs["prometheus"]
+    [config] = [a.split("=", 1)[1] for a in command_of(prom) if a.startswith("--config.file=")]
+    assert host_path(prom, config) == PROM_CONFIG.resolve()
+    for rule_file in load_yaml(PROM_CONFIG)["rule_files"]:
+        assert (PROM_CONFIG.parent / rule_file).is_file(), rule_file
+        assert host_path(prom, str(PurePosixPath(config).parent / rule_file)).is_file()
+    prom_ports = {int(str(p).rsplit(":", 1)[1]) for p in prom.get("ports") or []}
+
+    graf = svcs["grafana"]
+    provisioning = GRAFANA_DIR / "provisioning"
+    for kind in ("datasources", "dashboards"):
+        mounted = host_path(graf, f"/etc/grafana/provisioning/{kind}")
+        assert mounted == (provisioning / kind).resolve(), f"grafana {kind} provisioning"
+        assert list(mounted.glob("*.yml")), f"no provisioning file in {mounted}"
+    [datasource] = load_yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
+    host, port, _ = port_of_url(datasource["url"])
+    assert host in svcs and port in prom_ports | {9090}, datasource["url"]
+    for provider in load_yaml(provisioning / "dashboards" / "duewatch.yml")["providers"]:
+        directory = host_path(graf, provider["options"]["path"])
+        assert directory == DASHBOARD.parent.resolve() and DASHBOARD.is_file()
+    home = service_env(graf).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        assert host_path(graf, home).is_file(), home
+
+
+def test_dockerfile() -> None:
+    svc = next(iter(workers().values()))
+    context = (COMPOSE_DIR / svc["build"]["context"]).resolve()
+    dockerfile = context / svc["build"]["dockerfile"]
+    lines = re.sub(r"\\\n", " ", dockerfile.read_text()).splitlines()
+    instructions = [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines
+                    if ln.strip() and not ln.lstrip().startswith("#")]  # fmt: skip
+    ignore = Path(f"{dockerfile}.dockerignore")
+    allowed = {ln[1:].strip("/") for ln in ignore.read_text().splitlines() if ln.startswith("!")}
+    for op, arg in instructions:
+        if op == "COPY" and "--from" not in arg:
+            *sources, _ = arg.split()
+            for src in sources:
+                assert (context / src).exists(), f"COPY {src}: not in the build context"
+                assert src.strip("/") in allowed, f"COPY {src}: excluded by {ignore.name}"
+    text = " ".join(f"{op} {arg}" for op, arg in instructions)
+    assert re.search(r"pip install[^&]* (-e )?\.", text), "the image must pip install the project"
+    env = dict(re.findall(r"(DUEWATCH_\w+)=(\S+)", text))
+    assert from_env(env).web_port == WEB_PORT
+    assert f"EXPOSE {WEB_PORT}" in text
+    [volume] = re.findall(r"VOLUME \[\"([^\"]+)\"\]", text)
+    assert is_under(from_env(env).state_dir, volume)
+    assert 'CMD ["duewatch", "worker"]' in text
+    assert "HEALTHCHECK" in text and "/health" in text
+
+
+# =========================================================================== kubernetes
+
+
+def k8s_docs() -> dict[str, list[dict[str, Any]]]:
+    return {
+        path.name: [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+        for path in sorted(K8S_DIR.glob("*.yaml"))
+    }
+
+
+def k8s_objects(kind: str) -> list[dict[str, Any]]:
+    return [
+        d
+        for name, docs in k8s_docs().items()
+        if name != "kustomization.yaml"
+        for d in docs
+        if d["kind"] == kind
+    ]
+
+
+def statefulset() -> dict[str, Any]:
+    [sts] = k8s_objects("StatefulSet")
+    return sts
+
+
+def worker_container() -> dict[str, Any]:
+    [container] = statefulset()["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def container_env() -> dict[str, str]:
+    """The worker's environment: ConfigMaps of envFrom, then env (Secrets as placeholders)."""
+    configmaps = {cm["metadata"]["name"]: cm.get("data") or {} for cm in k8s_objects("ConfigMap")}
+    env: dict[str, str] = {}
+    for source in worker_container().get("envFrom") or []:
+        ref = source.get("configMapRef")
+        assert ref, f"unexpected envFrom {source}"
+        assert ref["name"] in configmaps, f"envFrom: no ConfigMap {ref['name']}"
+        env.update(configmaps[ref["name"]])
+    for var in worker_container().get("env") or []:
+        env[var["name"]] = var["value"] if "value" in var else "from-" + next(iter(var["valueFrom"]))
+    return env
+
+
+def test_k8s_manifests_parse_and_are_namespace_agnostic() -> None:
+    docs = k8s_docs()
+    assert {"configmap.yaml", "statefulset.yaml", "service.yaml", "prometheus-scrape.yaml",
+            "kustomization.yaml", "secret.example.yaml"} <= set(docs)  # fmt: skip
+    for name, objects in docs.items():
+        assert objects, f"{name} is empty"
+        for obj in objects:
+            if name == "kustomization.yaml":
+                assert obj["kind"] == "Kustomization"
+                continue
+            assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], name
+            assert "namespace" not in obj["metadata"], f"{name}: {obj['metadata']['name']} pins a namespace"
+
+
+def test_kustomization_lists_the_manifests() -> None:
+    [kustomization] = k8s_docs()["kustomization.yaml"]
+    resources = kustomization["resources"]
+    for resource in resources:
+        assert (K8S_DIR / resource).is_file(), resource
+    manifests = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert set(resources) == manifests
+    assert "secret.example.yaml" not in resources, "placeholder secrets must never be applied"
+    image = worker_container()["image"].rsplit(":", 1)[0]
+    assert image in {i["name"] for i in kustomization.get("images") or []}
+
+
+def test_k8s_web_port_probes_and_annotations() -> None:
+    container = worker_container()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports.get("web") == WEB_PORT, f"containerPort 'web' must be {WEB_PORT} (streams/settings.py)"
+    assert from_env(container_env()).web_port == ports["web"], "DUEWATCH_WEB_PORT != containerPort"
+
+    def probe_port(probe: Mapping[str, Any]) -> int:
+        port = probe["httpGet"]["port"]
+        assert port in ports or port in ports.values(), f"probe port {port} is not a container port"
+        return ports.get(port, port)
+
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert probe_port(container["livenessProbe"]) == probe_port(container["readinessProbe"]) == WEB_PORT
+    if "startupProbe" in container:
+        assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    annotations = statefulset()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == WEB_PORT
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert container["command"] == ["duewatch", "worker"]
+
+
+def test_k8s_services_select_the_workers() -> None:
+    sts = statefulset()
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert sts["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in worker_container()["ports"]}
+    svcs = {s["metadata"]["name"]: s for s in k8s_objects("Service")}
+    governing = svcs[sts["spec"]["serviceName"]]
+    assert governing["spec"]["clusterIP"] == "None", "the StatefulSet's service must be headless"
+    assert any(s["spec"].get("type", "ClusterIP") == "ClusterIP" and s["spec"].get("clusterIP") != "None"
+               for s in svcs.values()), "no ClusterIP service for the web port"  # fmt: skip
+    for name, svc in svcs.items():
+        assert svc["spec"]["selector"].items() <= pod_labels.items(), f"{name} selects no worker pod"
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert target in port_names or target == WEB_PORT, f"{name}: targetPort {target}"
+    # WEB_HOST (Faust's canonical URL) is the pod's name under the governing service
+    assert f".{governing['metadata']['name']}." in container_env()["WEB_HOST"]
+
+
+def test_k8s_env_vars_are_known_and_parse() -> None:
+    known = known_env_names()
+    for cm in k8s_objects("ConfigMap"):
+        if cm["metadata"]["name"] == "duewatch-config":
+            unknown = sorted(set(cm["data"]) - known)
+            assert not unknown, f"ConfigMap keys streams/settings.py does not read: {unknown}"
+    env = container_env()
+    unknown = sorted(set(env) - known - K8S_OTHER_ENV)
+    assert not unknown, f"variables streams/settings.py does not read: {unknown}"
+    from_env({k: v for k, v in env.items() if not v.startswith("from-")})
+    secrets = {s["metadata"]["name"]: s for s in k8s_objects("Secret")}
+    for var in worker_container().get("env") or []:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            secret = secrets.get(ref["name"])
+            assert secret, f"{var['name']}: no Secret {ref['name']} in secret.example.yaml"
+            assert ref["key"] in (secret.get("stringData") or secret.get("data") or {}), var["name"]
+            assert ref["key"] in known, ref["key"]
+
+
+def test_k8s_state_dir_is_on_the_volume_claim() -> None:
+    sts = statefulset()
+    claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    volumes = {v["name"] for v in sts["spec"]["template"]["spec"].get("volumes") or []}
+    mounts_ = worker_container()["volumeMounts"]
+    for m in mounts_:
+        assert m["name"] in claims | volumes, f"volumeMount {m['name']} has no volume"
+    state_dir = from_env(container_env()).state_dir
+    assert any(m["name"] in claims and is_under(state_dir, m["mountPath"]) for m in mounts_), (
+        f"DUEWATCH_STATE_DIR {state_dir} is not on a volumeClaimTemplate mount"
+    )
+    security = sts["spec"]["template"]["spec"].get("securityContext") or {}
+    assert security.get("fsGroup"), "without fsGroup the non-root worker cannot write its volume"
+
+
+def relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Prometheus relabelling (keep, drop, replace) of one target; None when dropped."""
+    labels = dict(labels)
+    for rc in configs:
+        action = rc.get("action", "replace")
+        value = rc.get("separator", ";").join(labels.get(name, "") for name in rc.get("source_labels", []))
+        m = re.fullmatch(rc.get("regex", "(.*)"), value)
+        if action == "keep" and not m or action == "drop" and m:
+            return None
+        if action == "replace":
+            if m:
+                replacement = re.sub(r"\$\{?(\w+)\}?", r"\\g<\1>", rc.get("replacement", "$1"))
+                labels[rc["target_label"]] = m.expand(replacement)
+        elif action not in ("keep", "drop"):
+            raise AssertionError(f"relabel action {action} not simulated here")
+    return labels
+
+
+def test_k8s_scrape_config_finds_the_worker_pods() -> None:
+    [scrape_cm] = [
+        cm for cm in k8s_objects("ConfigMap") if cm["metadata"]["name"].endswith("prometheus-scrape")
+    ]
+    [job] = yaml.safe_load(next(iter(scrape_cm["data"].values())))
+    assert job["job_name"] == "duewatch"
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert [sd["role"] for sd in job["kubernetes_sd_configs"]] == ["pod"]
+
+    def sanitize(name: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+    pod_labels = statefulset()["spec"]["template"]["metadata"]["labels"]
+    meta = {f"__meta_kubernetes_pod_label_{sanitize(k)}": v for k, v in pod_labels.items()}
+    meta |= {
+        "__meta_kubernetes_namespace": "bank",
+        "__meta_kubernetes_pod_name": "duewatch-1",
+        "job": "duewatch",
+    }
+    # the pod's ports, and one more (a sidecar's, say) that must not be scraped
+    for port in [*worker_container()["ports"], {"name": "sidecar", "containerPort": 9999}]:
+        target = relabel(
+            meta
+            | {
+                "__address__": f"10.0.0.7:{port['containerPort']}",
+                "__meta_kubernetes_pod_container_port_name": port["name"],
+                "instance": f"10.0.0.7:{port['containerPort']}",
+            },  # fmt: skip
+            job["relabel_configs"],
+        )
+        if port["name"] == "web":
+            assert target is not None, "the web port of a worker pod is not scraped"
+            assert target["__address__"].endswith(f":{WEB_PORT}")
+            assert (target["namespace"], target["pod"], target["instance"]) == (
+                "bank",
+                "duewatch-1",
+                "duewatch-1",
+            )
+        else:
+            assert target is None, f"port {port['name']} would be scraped too"
+    other = {k: v for k, v in meta.items() if "app_kubernetes_io_name" not in k}
+    other |= {"__meta_kubernetes_pod_label_app_kubernetes_io_name": "kafka",
+              "__meta_kubernetes_pod_container_port_name": "web", "__address__": "10.0.0.8:6066"}  # fmt: skip
+    assert relabel(other, job["relabel_configs"]) is None, "pods of other apps would be scraped"
+
+
+# =========================================================================== docs
+
+
+def test_deploy_readme_explains_each_directory() -> None:
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    for directory in sorted(p.name for p in DEPLOY.iterdir() if p.is_dir()):
+        assert f"{directory}/" in readme, f"deploy/README.md does not mention {directory}/"
