@@ -53,7 +53,17 @@ __all__ = [
 
 #: ``schemas/`` sits next to the ``streams`` package (repo root, or the install prefix when
 #: the schemas are shipped beside the package).
-SCHEMA_DIR: Path = Path(__file__).resolve().parent.parent / "schemas"
+def _schema_dir() -> Path:
+    """``schemas/`` beside the package (a checkout or editable install), else where a wheel puts it."""
+    import sys
+
+    beside = Path(__file__).resolve().parent.parent / "schemas"
+    if beside.is_dir():
+        return beside
+    return Path(sys.prefix) / "share" / "duewatch" / "schemas"
+
+
+SCHEMA_DIR: Path = _schema_dir()
 NAMESPACE = "duewatch"
 
 RECORD_TYPES: tuple[str, ...] = (
