@@ -18,25 +18,23 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo
 
 from streams.core.dates import local_date, parse_date, parse_instant, zone
+
+# OverdueEvent types (SPEC §4) and loan statuses: one definition, the detector's (re-exported).
+from streams.core.events import BUCKET_CHANGED as BUCKET_CHANGED
+from streams.core.events import DUE_SOON as DUE_SOON
+from streams.core.events import OVERDUE_CURED as OVERDUE_CURED
+from streams.core.events import OVERDUE_OPENED as OVERDUE_OPENED
+from streams.core.events import OVERDUE_RETRACTED as OVERDUE_RETRACTED
+from streams.core.events import WRITTEN_OFF as WRITTEN_OFF
 from streams.core.money import minor_unit_exponent
+from streams.core.records import ACTIVE as ACTIVE
+from streams.core.records import CLOSED as CLOSED
 
 # Output topics (logical names, SPEC §1).
 NOTIFY_TOPIC = "notify.requests"
 BUREAU_TOPIC = "bureau.records"
 PARTNER_TOPIC = "partner.shares"
 COLLECTIONS_TOPIC = "collections.tasks"
-
-# OverdueEvent types (SPEC §4).
-OVERDUE_OPENED = "OVERDUE_OPENED"
-BUCKET_CHANGED = "BUCKET_CHANGED"
-OVERDUE_CURED = "OVERDUE_CURED"
-WRITTEN_OFF = "WRITTEN_OFF"
-DUE_SOON = "DUE_SOON"
-OVERDUE_RETRACTED = "OVERDUE_RETRACTED"
-
-# Loan statuses.
-ACTIVE = "ACTIVE"
-CLOSED = "CLOSED"
 
 ONE_DAY = timedelta(days=1)
 
