@@ -88,14 +88,24 @@ class StateCache:
         if found is not None:
             self._data.move_to_end((table, key))
             return found
-        return self._load(table, key)
+        found = self._load(table, key)
+        if found is not None:
+            self._remember(table, key, found)
+        return found
 
     def put(self, effects: RouterEffects, table: str, key: str, value: bytes) -> None:
+        """Write ``value`` unless it is what the table already holds (most events change nothing:
+        a reminder leaves the bureau, collections and partner states as they were)."""
+        if self.get(table, key) == value:
+            return
+        self._remember(table, key, value)
+        effects.writes.append((table, key, value))
+
+    def _remember(self, table: str, key: str, value: bytes) -> None:
         self._data[(table, key)] = value
         self._data.move_to_end((table, key))
         if len(self._data) > self._size:
             self._data.popitem(last=False)
-        effects.writes.append((table, key, value))
 
     def clear(self) -> None:
         self._data.clear()

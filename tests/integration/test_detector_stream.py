@@ -93,7 +93,7 @@ def ticks_between(start: datetime, end: datetime, every: timedelta) -> list[date
     return out
 
 
-async def run_until_equal(cluster: DuewatchCluster, expected: list, until: datetime, timeout: float = 180.0):
+async def run_until_equal(cluster: DuewatchCluster, expected: list, until: datetime, timeout: float = 420.0):
     """Read overdue.events until the stream equals the replay (or time out); returns both sides."""
     reader = cluster.readers[0] if cluster.readers else cluster.reader()
 
@@ -185,7 +185,9 @@ async def test_generated_book_records_before_ticks(cluster) -> None:
 
 
 async def test_generated_book_with_ticks_running_ahead_of_repayments(cluster) -> None:
-    lines, start, until = book_lines(300, 60, seed=12)
+    # Every repayment arrives late here, so each one re-walks its loan and retracts/re-emits the
+    # rest of its history (and the routers compensate each retraction): keep the book small.
+    lines, start, until = book_lines(80, 45, seed=12)
     c = await cluster()
     expected = replayed(lines, until)
     worker = c.start_worker()
@@ -197,7 +199,7 @@ async def test_generated_book_with_ticks_running_ahead_of_repayments(cluster) ->
     # Let the detector act on those ticks first (otherwise catch-up gating would hold them
     # until the repayments below were read, and there would be no late data at all).
     reader = c.reader()
-    await reader.until(lambda rs: sum(r["value"]["type"] == "OVERDUE_OPENED" for r in rs) > 100, timeout=120)
+    await reader.until(lambda rs: sum(r["value"]["type"] == "OVERDUE_OPENED" for r in rs) > 25, timeout=120)
     await reader.settle(quiet=2.0)
     await c.produce([x for x in lines if x["topic"] == "loan.repayments"])
     await c.tick(until + SETTLE)
