@@ -17,8 +17,6 @@ import concurrent.futures
 import contextlib
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -29,6 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 from streams import devkafka
+from streams.procs import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -164,13 +163,11 @@ def new_topic(kafka_config: dict[str, Any], request: pytest.FixtureRequest) -> I
 # --------------------------------------------------------------------------- faust workers
 
 
-class FaustWorker:
+class FaustWorker(WorkerProcess):
     """A ``python -m faust -A <app> worker`` subprocess with its output in a log file."""
 
     def __init__(self, app: str, env: Mapping[str, str], log_file: Path, loglevel: str = "info",
                  web_port: int | None = None) -> None:  # fmt: skip
-        self.app = app
-        self.log_file = log_file
         cmd = [sys.executable, "-m", "faust", "-A", app, "worker", "-l", loglevel]
         # `faust worker` overrides App(web_enabled=...) with its --with-web default (on, port 6066),
         # so two workers would collide on 6066: no web server unless a port is asked for.
@@ -178,48 +175,12 @@ class FaustWorker:
             cmd.append("--without-web")
         else:
             cmd += ["--web-port", str(web_port), "--web-bind", devkafka.HOST, "--web-host", devkafka.HOST]
-        self._log = open(log_file, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=devkafka._set_pdeathsig,
-        )  # fmt: skip
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_file.read_text(errors="replace")
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
+        self.app = app
+        super().__init__(app, cmd, env, log_file)
 
     async def wait_for_output(self, pattern: str, timeout: float = 60.0) -> None:
         """Wait until the worker's log matches the regex ``pattern``."""
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while not rx.search(self.output()):
-            if not self.running:
-                raise AssertionError(f"faust worker exited ({self.proc.returncode}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"faust worker: no {pattern!r} within {timeout} s:\n{self.tail()}")
-            await asyncio.sleep(0.2)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit code."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        await self.wait_for(pattern, timeout)
 
 
 @pytest.fixture

@@ -7,13 +7,7 @@ each other's data; workers get their own state dir and web port.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -26,64 +20,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import devkafka, kafkaio
 from streams import settings as names
+from streams.procs import WorkerProcess, duewatch_command
 from streams.settings import from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Worker:
+class Worker(WorkerProcess):
     """One `duewatch worker` subprocess with its log."""
 
     def __init__(self, name: str, env: Mapping[str, str], log_file: Path) -> None:
-        self.name = name
-        self.env = dict(env)
-        self.log_file = log_file
-        self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
-        duewatch = Path(sys.executable).with_name("duewatch")
-        self.proc = subprocess.Popen(
-            [str(duewatch), "worker"], cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=devkafka._set_pdeathsig,
-        )  # fmt: skip
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_file.read_text(errors="replace")
-
-    def tail(self, lines: int = 80) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    async def wait_for(self, pattern: str, timeout: float = 90.0, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while len(rx.findall(self.output())) < count:
-            if not self.running:
-                raise AssertionError(f"worker {self.name} exited ({self.proc.returncode}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker {self.name}: no {pattern!r} within {timeout} s:\n{self.tail()}")
-            await asyncio.sleep(0.2)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(sig)
-        self.proc.wait(60)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
+        super().__init__(name, duewatch_command("worker"), env, log_file)
 
 
 class Reader:
