@@ -19,6 +19,7 @@ import pytest
 
 from streams import codec
 from streams.book import generate
+from streams.compare import comparable, compare, standing
 from streams.core.dates import parse_instant
 from streams.replay import replay
 from tests.integration.harness import DuewatchCluster
@@ -30,38 +31,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SETTLE = timedelta(seconds=60)
 
 
-def comparable(value: dict[str, Any], with_id: bool = True) -> str:
-    """An OverdueEvent in JSON form, instants normalised to UTC, without the wall-clock field."""
-    out = {}
-    for k, v in value.items():
-        if k == "detected_at" or (k == "event_id" and not with_id):
-            continue
-        if k == "as_of" and v is not None:
-            v = parse_instant(v).astimezone(UTC).isoformat()
-        out[k] = v
-    return json.dumps(out, sort_keys=True)
-
-
-def reemitted(values: list[dict[str, Any]]) -> set[str]:
-    """Contents the stream retracted and later emitted again (docs/decisions.md #2: a fresh id)."""
-    retracted_ids = {v["retracts"] for v in values if v["type"] == "OVERDUE_RETRACTED"}
-    contents = [comparable(v, with_id=False) for v in values if v.get("event_id") in retracted_ids]
-    return set(contents)
-
-
 def _pick(event: dict[str, Any], fields: list[str]) -> tuple:
+    """The fields an expected.jsonl lists, instants compared as instants."""
     return tuple(parse_instant(event[f]).isoformat() if f == "as_of" else json.dumps(event.get(f)) for f in fields)
-
-
-def standing(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    kept: dict[str, dict[str, Any]] = {}
-    retracted: set[str] = set()
-    for v in values:
-        if v["type"] == "OVERDUE_RETRACTED":
-            retracted.add(v["retracts"])
-        else:
-            kept.setdefault(v["event_id"], v)
-    return [v for k, v in kept.items() if k not in retracted]
 
 
 def replayed(lines: list[dict[str, Any]], until: datetime) -> list[dict[str, Any]]:
@@ -70,19 +42,8 @@ def replayed(lines: list[dict[str, Any]], until: datetime) -> list[dict[str, Any
 
 
 def compared(records: list[dict[str, Any]], expected: list[dict[str, Any]], until: datetime) -> tuple[Counter, Counter]:
-    """Stream vs replay on every deterministic field, the id included — except for an event the
-    stream retracted and emitted again, which must carry a new id (it is compared without it)."""
-    values = [r["value"] for r in records]
-    again = reemitted(values)
-    retracted_ids = {v["retracts"] for v in values if v["type"] == "OVERDUE_RETRACTED"}
-
-    def key(v: dict[str, Any]) -> str:
-        bare = comparable(v, with_id=False)
-        return bare if bare in again else comparable(v)
-
-    got = [v for v in standing(values) if parse_instant(v["as_of"]) <= until]
-    assert not any(v["event_id"] in retracted_ids for v in got)
-    return Counter(map(key, got)), Counter(map(key, expected))
+    """Stream vs replay on every deterministic field (streams.compare; re-emissions carry new ids)."""
+    return compare([r["value"] for r in records], expected, until)
 
 
 def ticks_between(start: datetime, end: datetime, every: timedelta) -> list[datetime]:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from streams.compare import standing as standing  # re-exported for the unit tests
 from streams.core.records import LoanSchedule, Repayment, parse_repayment, parse_schedule
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -108,15 +109,3 @@ def days(n: int) -> timedelta:
 def d(text: str) -> date:
     """A date from ``YYYY-MM-DD``."""
     return date.fromisoformat(text)
-
-
-def standing(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OverdueEvents after applying retractions (first of each id kept, retracted ids dropped)."""
-    kept: dict[str, dict[str, Any]] = {}
-    retracted: set[str] = set()
-    for e in events:
-        if e["type"] == "OVERDUE_RETRACTED":
-            retracted.add(e["retracts"])
-        else:
-            kept.setdefault(e["event_id"], e)
-    return [e for i, e in kept.items() if i not in retracted]
