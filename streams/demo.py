@@ -6,16 +6,21 @@ One command does the whole job on a fresh machine:
    if it is running; else one started with :mod:`streams.devkafka` in ``deploy/kafka/run`` on
    port 9092 (or, if 9092/9093 are taken by something else, in a temporary directory on free
    ports), stopped again at the end.
-2. **Topics.** A unique topic prefix and Faust app id per run (``demo-<yyyymmddHHMMSS>``), so a
+2. **Topics.** A unique topic prefix and Faust app id per run (``demo-<yyyymmddHHMMSS>-<4 hex>``), so a
    second run never sees the first one's data; all topics of SPEC §1 plus the routers' internal
-   ones are created, and deleted again at the end.
+   ones and the tables' changelogs are created, and deleted again at the end. They have 6
+   partitions (3 per worker; ``DUEWATCH_PARTITIONS`` overrides), not the production default of
+   12: every tick goes to every partition, and the loan routers forward a tick marker from every
+   partition to every partition of the partner stage, so the clock's traffic grows with the
+   square of the partition count (156 messages per tick at 12 partitions, 42 at 6).
 3. **Workers.** Two ``duewatch worker`` processes (detector, routers, web server) with the
    ticker off — the simulator is the clock — web ports 6066 and 6067 (or free ones;
    ``DUEWATCH_DEMO_WEB_PORTS=a,b`` chooses), state under a temporary directory, and a policy
    file: ``deploy/policy.sample.toml`` plus the book's two partners (P-ANTFIN real time,
    P-CITYBANK daily digest) with demo-only keys.
 4. **Simulation.** :func:`streams.simulate.simulate` plays the synthetic book
-   (:mod:`streams.book`) to Kafka on an accelerated event-time clock, while a live terminal
+   (:mod:`streams.book`) to Kafka on an accelerated event-time clock, held back while the
+   workers are too far behind (:class:`FlowControl`), while a live terminal
    view shows the simulated date, records in and out per second, loans by bucket, the latest
    routed messages, the DLQ count and the worker URLs. Without a terminal (CI) it prints a
    plain progress line every few seconds instead.
@@ -51,7 +56,6 @@ import pickle
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +71,7 @@ from . import settings as names
 from .book import SHANGHAI, generate
 from .compare import compare
 from .core.dates import parse_instant
+from .procs import WorkerProcess, duewatch_command
 from .settings import Settings, from_env
 from .simulate import Progress, end_instant, simulate, start_instant
 
@@ -75,6 +80,8 @@ SAMPLE_POLICY = ROOT / "deploy" / "policy.sample.toml"
 DEFAULT_WEB_PORTS = (6066, 6067)
 WEB_PORTS_ENV = "DUEWATCH_DEMO_WEB_PORTS"
 WORKERS = 2
+#: Partitions of the demo's topics unless DUEWATCH_PARTITIONS says otherwise (see the module doc).
+DEMO_PARTITIONS = 6
 READY_LINE = "wake-up index rebuilt"
 READY_TIMEOUT = 180.0  # seconds for a worker to join and recover
 QUIET = 3.0  # the outputs are done when nothing new arrived for this long ...
@@ -184,46 +191,6 @@ def web_ports(n: int = WORKERS) -> list[int]:
     return [p if _port_free(p) else next(free) for p in wanted]
 
 
-class WorkerProcess:
-    """One ``duewatch worker`` subprocess, its output in a log file."""
-
-    def __init__(self, name: str, env: Mapping[str, str], log_file: Path, web_port: int) -> None:
-        self.name = name
-        self.log_file = log_file
-        self.web_port = web_port
-        self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env={**os.environ, **env},
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=devkafka._set_pdeathsig,  # noqa: SLF001 - the project's own helper
-        )  # fmt: skip
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_file.read_text(errors="replace")
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
-
-
 async def wait_ready(workers: Sequence[WorkerProcess], timeout: float = READY_TIMEOUT) -> None:
     """Until every worker has logged its first wake-up index rebuild (it joined and recovered)."""
     deadline = time.monotonic() + timeout
@@ -277,9 +244,11 @@ def describe(topic: str, value: Mapping[str, Any]) -> str:
         return f"{value['partner_id']} {value['mode']} at {_local(value.get('as_of'))}, {len(items)} item(s): {what}"
     if topic == names.COLLECTIONS:
         window = value.get("contact_window") or {}
-        return (f"{value['loan_id']} {value['action']} ({value['reason']}) {value['bucket']} dpd {value['dpd']} · "
-                f"{money(value.get('total_overdue'), value.get('currency'))} · call {window.get('start')}–{window.get('end')}, "
-                f"≤{value.get('max_attempts_per_day')}/day")  # fmt: skip
+        line = (f"{value['loan_id']} {value['action']} ({value['reason']}) {value['bucket']} dpd {value['dpd']} · "
+                f"{money(value.get('total_overdue'), value.get('currency'))}")  # fmt: skip
+        if value["action"] != "CLOSE":
+            line += f" · contact {window.get('start')}–{window.get('end')} {window.get('timezone')}, ≤{value.get('max_attempts_per_day')}/day"
+        return line
     return str(value)
 
 
@@ -339,6 +308,7 @@ class Outputs:
         self.routed: dict[str, list[dict[str, Any]]] = {t: [] for t in ROUTED}
         self.book = BucketBook()
         self.latest: dict[str, str] = {}
+        self.latest_overdue: set[str] = set()
         self.read = 0
         self.last_read = time.monotonic()
 
@@ -363,7 +333,12 @@ class Outputs:
         if topic == names.NOTIFY:
             self.notify_kinds[value["kind"]] += 1
             self.notify_dropped += value.get("disposition") == "DROPPED"
-            self.latest[f"notify {value.get('locale')}"] = describe(topic, value)
+            # the latest per locale; a reminder only until something about an overdue came
+            slot = f"notify {value.get('locale')}"
+            if value["kind"] != "REMINDER" or slot not in self.latest_overdue:
+                self.latest[slot] = describe(topic, value)
+            if value["kind"] != "REMINDER":
+                self.latest_overdue.add(slot)
         elif topic in ROUTED:
             self.latest[topic] = describe(topic, value)
 
@@ -407,6 +382,81 @@ async def group_lag(cfg: Settings, group: str, admin: Any, probe: Any) -> int:
         tps |= {TopicPartition(physical, p) for p in (probe.partitions_for_topic(physical) or ())}
     ends = await probe.end_offsets(sorted(tps))
     return sum(max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items())
+
+
+class FlowControl:
+    """The simulator's throttle: hold the clock while the workers are too far behind.
+
+    Measured from the workers' consumer group (committed offsets, which Faust writes every
+    2.8 s): ticks not yet processed on the slowest clock.ticks partition, input records not yet
+    processed, and records queued on the routers' internal topics (per borrower, per partner). Without it a slow machine gets
+    ticks far ahead of the inputs (the gate then lets them through, causing retractions) and
+    an ever longer wait at the end.
+    """
+
+    MAX_TICKS_BEHIND = 24  # ~6 s of clock at 0.25 s per step, beyond the commit interval
+    MAX_UNREAD = 2_000  # input records not yet processed (a tick must not overtake them)
+    MAX_QUEUED = 5_000  # routed events waiting in the internal topics
+
+    def __init__(self, cfg: Settings, view: LiveView) -> None:
+        self.cfg = cfg
+        self.view = view
+        self.admin: Any = None
+        self.probe: Any = None
+        self.held = 0.0  # seconds the clock was held
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        self.admin = AIOKafkaAdminClient(**self.cfg.kafka_kwargs())
+        self.probe = AIOKafkaConsumer(**self.cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+        await self.admin.start()
+        await self.probe.start()
+
+    async def stop(self) -> None:
+        if self.probe is not None:
+            await self.probe.stop()
+        if self.admin is not None:
+            await self.admin.close()
+
+    async def measure(self, ticks_sent: int) -> tuple[int, int, int]:
+        """(ticks the slowest tick partition is behind, input records unread, routed events queued)."""
+        from aiokafka import TopicPartition
+
+        from .app import internal_topics
+
+        committed = await self.admin.list_consumer_group_offsets(self.cfg.app_id)
+
+        def done(tp: TopicPartition) -> int:
+            return committed[tp].offset if tp in committed else 0
+
+        def tps(*physical: str) -> list[TopicPartition]:
+            return [TopicPartition(t, p) for t in physical for p in range(self.cfg.partitions)]
+
+        ticks = tps(self.cfg.topic(names.TICKS))
+        inputs = tps(self.cfg.topic(names.SCHEDULES), self.cfg.topic(names.REPAYMENTS))
+        internal = tps(*internal_topics(self.cfg))
+        ends = await self.probe.end_offsets(inputs + internal)
+        unread = sum(max(0, ends[tp] - done(tp)) for tp in inputs)
+        queued = sum(max(0, ends[tp] - done(tp)) for tp in internal)
+        return ticks_sent - min(map(done, ticks), default=0), unread, queued
+
+    async def __call__(self, ticks_sent: int) -> None:
+        began = time.monotonic()
+        phase = None
+        while True:
+            behind, unread, queued = await self.measure(ticks_sent)
+            if behind <= self.MAX_TICKS_BEHIND and unread <= self.MAX_UNREAD and queued <= self.MAX_QUEUED:
+                break
+            if phase is None:
+                phase = self.view.phase
+            self.view.phase = (f"clock held for the workers: {behind} ticks behind, {unread:,} input records unread, "
+                               f"{queued:,} routed events queued")  # fmt: skip
+            await asyncio.sleep(0.25)
+        if phase is not None:
+            self.view.phase = phase
+            self.held += time.monotonic() - began
 
 
 # --------------------------------------------------------------------------- the replay side
@@ -467,7 +517,7 @@ class ReplayJob:
 
 
 @dataclass
-class Live:
+class LiveView:
     """State of the run that the view shows."""
 
     loans: int
@@ -483,7 +533,12 @@ class Live:
 
     def on_progress(self, p: Progress) -> None:
         self.progress = p
-        self.phase = "simulating" if not p.done else "final tick sent; waiting for the workers to catch up"
+        if p.done:
+            self.phase = "final tick sent; waiting for the workers to catch up"
+        elif p.history:
+            self.phase = "fast-forwarding the clock across the book's history (loans disbursed before the start)"
+        else:
+            self.phase = f"simulating at up to {self.speed:g} day(s)/s"
 
     def sample(self) -> tuple[float, float]:
         """Records in/s and out/s over the last ~2 s."""
@@ -504,6 +559,8 @@ class Live:
         end = end_instant(self.start, self.days)
         at = min(self.progress.simulated, end).astimezone(SHANGHAI)
         day = (at - start_instant(self.start)).total_seconds() / 86400
+        if day < 0:
+            return f"{at:%Y-%m-%d %H:%M} Asia/Shanghai (history: {-day:.0f} days before the start)"
         return f"{at:%Y-%m-%d %H:%M} Asia/Shanghai (day {day:.1f} of {self.days})"
 
     def bucket_line(self) -> str:
@@ -527,9 +584,9 @@ class Live:
 
         rate_in, rate_out = self.sample()
         o = self.outputs
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold cyan", no_wrap=True)
-        grid.add_column(overflow="ellipsis", no_wrap=True)
+        grid = Table.grid(padding=(0, 2), expand=True)
+        grid.add_column(style="bold cyan", no_wrap=True, min_width=15)
+        grid.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
         p = self.progress
         grid.add_row("simulated", self.simulated())
         grid.add_row("status", self.phase)
@@ -636,6 +693,60 @@ def explain_difference(got: Counter, want: Counter, limit: int = 5) -> list[str]
 # --------------------------------------------------------------------------- the run
 
 
+def changelog_topics(cfg: Settings) -> list[str]:
+    """The changelog topics of the workers' tables (Faust names them ``<app id>-<table>-changelog``)."""
+    from .app import LOAN_TABLE
+    from .routing_shell import BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE
+
+    tables = (LOAN_TABLE, BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE)
+    return [f"{cfg.app_id}-{table}-changelog" for table in tables]
+
+
+async def create_demo_topics(cfg: Settings, timeout: float = 60.0) -> list[str]:
+    """Every topic the workers use, created before they start, and visible in the metadata.
+
+    Besides SPEC §1's topics and the routers' repartition topics this creates the tables'
+    changelog topics (compacted, as Faust would). A worker that creates them itself on its
+    first start often has them missing from its metadata for the next 5 minutes (Faust:
+    "Topic …-notifications-changelog not found in cluster metadata"; the routers' writes to
+    those tables then fail with PartitionsMismatch and their records go to the DLQ).
+    """
+    from aiokafka import AIOKafkaClient
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from .app import internal_topics
+
+    await kafkaio.create_topics(cfg, physical=internal_topics(cfg))
+    changelogs = changelog_topics(cfg)
+    admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        for name in changelogs:
+            if name not in existing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(name, cfg.partitions, cfg.replication,
+                                                        topic_configs={"cleanup.policy": "compact"})])  # fmt: skip
+    finally:
+        await admin.close()
+    wanted = {cfg.topic(t) for t in names.ALL_TOPICS} | set(internal_topics(cfg)) | set(changelogs)
+    client = AIOKafkaClient(**cfg.kafka_kwargs())
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            await client.force_metadata_update()
+            missing = [t for t in wanted if len(client.cluster.partitions_for_topic(t) or ()) != cfg.partitions]
+            if not missing:
+                return sorted(wanted)
+            if time.monotonic() > deadline:
+                raise DemoError(f"topics not in the metadata after {timeout:.0f} s: {', '.join(sorted(missing))}")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
 def demo_policy(work: Path) -> Path:
     """deploy/policy.sample.toml with the book's partners configured, written to ``work``."""
     path = work / "policy.toml"
@@ -661,10 +772,13 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
     from rich.console import Console
 
     console = Console()
-    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120), soft_wrap=True)
+    stamp = f"{datetime.now():%Y%m%d%H%M%S}-{os.urandom(2).hex()}"
     base = from_env()
+    partitions = base.partitions if os.environ.get("DUEWATCH_PARTITIONS") else DEMO_PARTITIONS
     cfg = replace(base, bootstrap_servers=bootstrap, topic_prefix=f"demo-{stamp}.", app_id=f"duewatch-demo-{stamp}",
-                  ticker_enabled=False)  # fmt: skip
+                  ticker_enabled=False, partitions=partitions)  # fmt: skip
     policy_path = demo_policy(work)
     ports = web_ports()
     loop = asyncio.get_running_loop()
@@ -679,9 +793,7 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
     reader: asyncio.Task | None = None
     ok = False
     try:
-        from .app import internal_topics
-
-        await kafkaio.create_topics(cfg, physical=internal_topics(cfg))
+        await create_demo_topics(cfg)
         say(f"topics created with prefix {cfg.topic_prefix} ({cfg.partitions} partitions); policy {policy_path}")
         began = time.monotonic()
         for i, port in enumerate(ports):
@@ -698,7 +810,7 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
                 "DUEWATCH_POLICY_FILE": str(policy_path),
                 "DUEWATCH_LOG_LEVEL": "info",
             }
-            workers.append(WorkerProcess(f"w{i + 1}", env, work / f"worker-{i + 1}.log", port))
+            workers.append(WorkerProcess(f"w{i + 1}", duewatch_command("worker"), env, work / f"worker-{i + 1}.log"))
         say(f"starting {len(workers)} workers (web ports {', '.join(map(str, ports))}; logs in {work}) ...")
         records = generate(loans, start, days, seed)
         replay_job = ReplayJob(loans, start, days, seed, policy_path, work)
@@ -707,15 +819,22 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
             f"({len(records):,} records) at {speed:g} day(s)/s")  # fmt: skip
 
         outputs = Outputs()
-        view = Live(loans, days, speed, start, ports, outputs, produced_total=len(records))
+        view = LiveView(loans, days, speed, start, ports, outputs, produced_total=len(records))
         reader = asyncio.create_task(read_outputs(cfg, outputs, stop_reading))
         sim_began = time.monotonic()
         sim_seconds = 0.0
         final_tick_at = 0.0
 
+        flow = FlowControl(cfg, view)
+
         async def play_and_settle() -> bool:
             nonlocal sim_seconds, final_tick_at
-            await simulate(cfg, loans, days, speed, seed, start, on_progress=view.on_progress, records=records)
+            await flow.start()
+            try:
+                await simulate(cfg, loans, days, speed, seed, start, on_progress=view.on_progress, records=records,
+                               throttle=flow)  # fmt: skip
+            finally:
+                await flow.stop()
             sim_seconds = time.monotonic() - sim_began
             final_tick_at = time.monotonic()
             return await wait_caught_up(cfg, outputs, view, reader)
@@ -764,7 +883,8 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
         console.print(f"episodes: opened {opened:,} · cured {cured:,} · written off {written:,}")
         console.print(f"DLQ: {outputs.dlq:,}")
         console.print(
-            f"timing: simulated {days} days in {sim_seconds:.1f} s of wall time; outputs settled "
+            f"timing: history and {days} days simulated in {sim_seconds:.1f} s of wall time (the clock was held "
+            f"{flow.held:.1f} s for the workers); outputs settled "
             f"{settled_after:.1f} s after the final tick; {outputs.read:,} output records read; "
             f"replay took {replay_result['seconds']:.1f} s (in the background)"
         )
@@ -800,7 +920,7 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
             say(f"deleted the demo's {deleted} topics")
 
 
-async def wait_caught_up(cfg: Settings, outputs: Outputs, view: Live, reader: asyncio.Task) -> bool:
+async def wait_caught_up(cfg: Settings, outputs: Outputs, view: LiveView, reader: asyncio.Task) -> bool:
     """After the final tick: until the workers' group has no lag and the outputs were quiet for QUIET s."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
@@ -840,22 +960,23 @@ def run_demo(loans: int = 10_000, days: int = 90, speed: float = 1.0, seed: int 
     work = Path(tempfile.mkdtemp(prefix="duewatch-demo-"))
     broker: BrokerHandle | None = None
     code = 1
+    interrupted = False
     try:
         broker = obtain_broker()
         code = asyncio.run(_run(broker.bootstrap, loans, days, speed, seed, start, work))
     except KeyboardInterrupt:
         say("interrupted; shut down")
-        code = 1
+        interrupted = True
     except asyncio.CancelledError:
         say("terminated; shut down")
-        code = 1
+        interrupted = True
     except (DemoError, devkafka.DevKafkaError) as exc:
         say(f"error: {exc}")
         code = 1
     finally:
         if broker is not None:
             broker.stop()
-        if code == 0:
+        if code == 0 or interrupted:
             shutil.rmtree(work, ignore_errors=True)
         else:
             say(f"worker logs kept in {work}")

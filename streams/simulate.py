@@ -7,16 +7,24 @@ defaulters, reversals and reschedules; a seed names a book exactly). Its loans a
 
 Against Kafka (SPEC §1: keyed by loan_id with the default partitioner, Avro values):
 
-1. every record with an event time before ``start`` at once (the history), then a tick at
-   ``start`` (midnight of ``start`` in Asia/Shanghai);
+1. every record with an event time before ``start`` at once (the history); then the clock is
+   fast-forwarded across the history to ``start`` (midnight of ``start`` in Asia/Shanghai) in
+   at most ``HISTORY_STEPS`` ticks, so the workers emit the history's transitions in
+   day-sized batches rather than in one batch of tens of thousands of events per partition
+   (which would block a worker's event loop for many seconds);
 2. a simulated clock T runs from ``start`` to ``start + days`` at ``speed`` simulated days per
-   wall-clock second; every ``step`` seconds of wall time the records with event time ≤ T are
-   produced (in event-time order, so each topic's and each loan's records stay in order), their
-   acknowledgements awaited, and then a tick at T is sent to every partition of clock.ticks —
-   the workers' ticker is off, the simulator is the clock;
+   wall-clock second: every ``step`` seconds of wall time T moves on by ``speed × step`` days,
+   the records with event time ≤ T are produced (in event-time order, so each topic's and each
+   loan's records stay in order), their acknowledgements awaited, and then a tick at T is sent
+   to every partition of clock.ticks — the workers' ticker is off, the simulator is the clock;
 3. a last tick at ``start + days`` plus the settle delay plus 1 s, so the transitions at the
    final midnight are emitted too (SPEC §4: a midnight is emitted once the clock is a settle
    delay past it).
+
+``throttle``, if given, is awaited before every tick with the number of ticks sent so far; it
+may wait (``duewatch demo`` waits while its workers are too far behind), and the clock resumes
+where it was: the speed is then an upper bound. Without it the clock never waits, like an
+upstream system that does not care whether anyone keeps up.
 
 With ``out`` the same records are written as replay input instead (JSON lines
 ``{"topic", "key", "value"}``; replay makes its own clock, so no ticks), and nothing touches
@@ -26,7 +34,8 @@ Kafka.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -37,7 +46,9 @@ from .book import SHANGHAI, BookRecord, generate
 from .settings import Settings
 
 #: Wall-clock seconds between two steps of the simulated clock.
-STEP = 0.2
+STEP = 0.25
+#: At most this many ticks carry the clock across the history (the days before ``start``).
+HISTORY_STEPS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,7 @@ class Progress:
     ticks: int  # ticks sent so far (each to every partition)
     loans: int  # distinct loans whose first schedule has been produced
     done: bool = False
+    history: bool = False  # still fast-forwarding across the days before ``start``
 
 
 def start_instant(start: date) -> datetime:
@@ -83,12 +95,14 @@ async def simulate(
     *,
     records: Sequence[BookRecord] | None = None,
     step: float = STEP,
+    throttle: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Generate the book (or take ``records``) and write it to ``out`` or play it to Kafka.
 
     Returns the number of input records written or produced. ``speed`` is simulated days per
     wall-clock second (> 0). ``on_progress`` is called with a :class:`Progress` after the
-    history, after every step and at the end (synchronously: keep it cheap).
+    history, after every step and at the end (synchronously: keep it cheap). ``throttle``: see
+    the module doc.
     """
     if speed <= 0:
         raise ValueError("speed must be > 0 simulated days per second")
@@ -102,7 +116,7 @@ async def simulate(
         if on_progress is not None:
             on_progress(Progress(end, written, written, 0, len({r.key for r in records}), done=True))
         return written
-    return await _play(cfg, records, begin, end, speed, step, on_progress)
+    return await _play(cfg, records, begin, end, speed, step, on_progress, throttle)
 
 
 async def _play(
@@ -113,6 +127,7 @@ async def _play(
     speed: float,
     step: float,
     on_progress: Callable[[Progress], None] | None,
+    throttle: Callable[[int], Awaitable[None]] | None,
 ) -> int:
     from aiokafka import AIOKafkaProducer
 
@@ -138,38 +153,50 @@ async def _play(
                 if r.topic == names.SCHEDULES:
                     seen_loans.add(r.key)
                 i += 1
+                if len(pending) >= 5000:  # keep memory flat on a big history
+                    await asyncio.gather(*pending)
+                    pending.clear()
             state["sent"] = i
             if pending:
                 await asyncio.gather(*pending)
 
         async def tick(at: datetime) -> None:
+            if throttle is not None:
+                await throttle(state["ticks"])
             payload = codec.encode("Tick", {"as_of": at})
             pending = [await producer.send(ticks_topic, payload, partition=p) for p in range(fanout)]
             await asyncio.gather(*pending)
             state["ticks"] += 1
 
-        def report(at: datetime, done: bool = False) -> None:
+        def report(at: datetime, done: bool = False, history: bool = False) -> None:
             if on_progress is not None:
-                on_progress(Progress(at, state["sent"], len(records), state["ticks"], len(seen_loans), done))
+                on_progress(Progress(at, state["sent"], len(records), state["ticks"], len(seen_loans), done, history))
 
-        # 1. the history, all at once, then the clock at the start
-        history_end = begin - timedelta(microseconds=1)
-        await send_until(history_end)
+        # 1. the history, all at once, and the clock fast-forwarded across it to the start
+        await send_until(begin - timedelta(microseconds=1))
+        first = records[0].event_time if records else begin
+        if first < begin:
+            span = begin - first
+            count = max(1, min(HISTORY_STEPS, math.ceil(span / timedelta(days=1))))
+            for i in range(1, count):
+                at = first + span * i / count
+                await tick(at)
+                report(at, history=True)
         await tick(begin)
         report(begin)
         # 2. the accelerated clock
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        advance = timedelta(days=speed * step)
         clock = begin
-        n = 0
+        wake = loop.time()
         while clock < end:
-            n += 1
-            wake = t0 + n * step
+            wake += step
             await asyncio.sleep(max(0.0, wake - loop.time()))
-            elapsed = loop.time() - t0
-            clock = min(end, begin + timedelta(days=elapsed * speed))
+            clock = min(end, clock + advance)
             await send_until(clock)
             await tick(clock)
+            if wake < loop.time() - step:  # held by the throttle, or slow: resume from now, no burst
+                wake = loop.time()
             report(clock)
         await send_until(None)  # nothing is left (the book ends before `end`), but never lose a record
         # 3. past the settle delay of the last midnight
