@@ -226,7 +226,9 @@ async def test_two_workers_share_the_book_and_survive_a_rebalance(cluster) -> No
     for t in ticks[: len(ticks) // 2]:
         await c.tick(t)
     await reader.until(lambda rs: len(rs) > 200, timeout=90)
-    assert b.stop() == 0  # graceful: its partitions move to a
+    # One worker leaves (SIGTERM; a slow graceful shutdown on a loaded machine ends in SIGKILL):
+    # either way its partitions move to a, and the output must not change.
+    b.stop(timeout=90)
     for t in ticks[len(ticks) // 2 :]:
         await c.tick(t)
     await c.tick(until + SETTLE)
