@@ -62,6 +62,12 @@ def internal_topics(cfg: Settings) -> tuple[str, ...]:
     return tuple(f"{cfg.app_id}-{name}" for name in (NOTIFY_BY_BORROWER, PARTNER_ITEMS))
 
 
+def changelog_topics(cfg: Settings) -> tuple[str, ...]:
+    """The tables' changelog topics. Created before the worker starts: a fresh worker could
+    otherwise look for one before it appears in its metadata (PartitionsMismatch, stalls)."""
+    return tuple(f"{cfg.app_id}-{name}-changelog" for name in (LOAN_TABLE, *ROUTER_TABLES))
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key bytes): where upstream put this loan."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

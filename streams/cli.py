@@ -129,7 +129,9 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     from .kafkaio import create_topics
 
     cfg = _settings()
-    created = asyncio.run(create_topics(cfg, physical=internal_topics(cfg)))
+    from .app import changelog_topics
+
+    created = asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
     for name in created:
         print(f"created {name}")
     print(f"{len(created)} created, the rest already existed", file=sys.stderr)
@@ -143,7 +145,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from faust.cli.base import prepare_app
 
-    from .app import create_app, internal_topics
+    from .app import changelog_topics, create_app, internal_topics
     from .kafkaio import create_topics
     from .logs import logging_config
 
@@ -155,7 +157,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         logging.config.dictConfig(config)
     # Topics first (idempotent): the broker does not auto-create them, and a worker that
     # starts against a fresh cluster should simply work.
-    asyncio.run(create_topics(cfg, physical=internal_topics(cfg)))
+    asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
     app = create_app(cfg)
     prepare_app(app, "streams.app")
     worker = app.Worker(loglevel=cfg.log_level)

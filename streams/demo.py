@@ -19,9 +19,9 @@ One command does the whole job on a fresh machine:
    file: ``deploy/policy.sample.toml`` plus the book's two partners (P-ANTFIN real time,
    P-CITYBANK daily digest) with demo-only keys.
 4. **Simulation.** :func:`streams.simulate.simulate` plays the synthetic book
-   (:mod:`streams.book`) to Kafka on an accelerated event-time clock, held back while the
-   workers are too far behind (:class:`FlowControl`), while a live terminal
-   view shows the simulated date, records in and out per second, loans by bucket, the latest
+   (:mod:`streams.book`) to Kafka — its history (loans disbursed up to 240 days before the
+   start) fast-forwarded, then an accelerated event-time clock — held back while the workers
+   are too far behind (:class:`FlowControl`), while a live terminal view shows the simulated date, records in and out per second, loans by bucket, the latest
    routed messages, the DLQ count and the worker URLs. Without a terminal (CI) it prints a
    plain progress line every few seconds instead.
 5. **Summary and check.** Once the workers have caught up (the consumer group has committed
@@ -69,7 +69,7 @@ from typing import Any
 from . import devkafka, kafkaio
 from . import settings as names
 from .book import SHANGHAI, generate
-from .compare import compare
+from .compare import compare, standing
 from .core.dates import parse_instant
 from .procs import WorkerProcess, duewatch_command
 from .settings import Settings, from_env
@@ -305,7 +305,6 @@ class Outputs:
         self.notify_kinds: Counter[str] = Counter()
         self.notify_dropped = 0
         self.overdue: list[dict[str, Any]] = []
-        self.routed: dict[str, list[dict[str, Any]]] = {t: [] for t in ROUTED}
         self.book = BucketBook()
         self.latest: dict[str, str] = {}
         self.latest_overdue: set[str] = set()
@@ -328,8 +327,6 @@ class Outputs:
             self.overdue_types[value["type"]] += 1
             self.book.add(value)
             return
-        if topic in self.routed:
-            self.routed[topic].append(value)
         if topic == names.NOTIFY:
             self.notify_kinds[value["kind"]] += 1
             self.notify_dropped += value.get("disposition") == "DROPPED"
@@ -608,8 +605,10 @@ class LiveView:
     def plain(self) -> str:
         rate_in, rate_out = self.sample()
         o = self.outputs
+        loan = o.book.open_loan()
+        see = f" | see {self.urls()[1]}" if loan else ""
         return (f"{self.simulated()} | in {rate_in:,.0f}/s out {rate_out:,.0f}/s | read {o.read:,} | "
-                f"{self.bucket_line()} | DLQ {o.dlq:,} | {self.phase}")  # fmt: skip
+                f"{self.bucket_line()} | DLQ {o.dlq:,}{see} | {self.phase}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- summary
@@ -693,15 +692,6 @@ def explain_difference(got: Counter, want: Counter, limit: int = 5) -> list[str]
 # --------------------------------------------------------------------------- the run
 
 
-def changelog_topics(cfg: Settings) -> list[str]:
-    """The changelog topics of the workers' tables (Faust names them ``<app id>-<table>-changelog``)."""
-    from .app import LOAN_TABLE
-    from .routing_shell import BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE
-
-    tables = (LOAN_TABLE, BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE)
-    return [f"{cfg.app_id}-{table}-changelog" for table in tables]
-
-
 async def create_demo_topics(cfg: Settings, timeout: float = 60.0) -> list[str]:
     """Every topic the workers use, created before they start, and visible in the metadata.
 
@@ -712,24 +702,11 @@ async def create_demo_topics(cfg: Settings, timeout: float = 60.0) -> list[str]:
     those tables then fail with PartitionsMismatch and their records go to the DLQ).
     """
     from aiokafka import AIOKafkaClient
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
 
-    from .app import internal_topics
+    from .app import changelog_topics, internal_topics
 
-    await kafkaio.create_topics(cfg, physical=internal_topics(cfg))
     changelogs = changelog_topics(cfg)
-    admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        for name in changelogs:
-            if name not in existing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(name, cfg.partitions, cfg.replication,
-                                                        topic_configs={"cleanup.policy": "compact"})])  # fmt: skip
-    finally:
-        await admin.close()
+    await kafkaio.create_topics(cfg, physical=internal_topics(cfg), compacted=changelogs)
     wanted = {cfg.topic(t) for t in names.ALL_TOPICS} | set(internal_topics(cfg)) | set(changelogs)
     client = AIOKafkaClient(**cfg.kafka_kwargs())
     await client.bootstrap()
@@ -818,6 +795,8 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
         say(f"workers ready ({time.monotonic() - began:.1f} s); simulating {days} days of a {loans:,}-loan book "
             f"({len(records):,} records) at {speed:g} day(s)/s")  # fmt: skip
 
+        say(f"while it runs: http://127.0.0.1:{ports[0]}/metrics and http://127.0.0.1:{ports[0]}/loans/<loan id> "
+            f"(either worker's port answers for any loan)")  # fmt: skip
         outputs = Outputs()
         view = LiveView(loans, days, speed, start, ports, outputs, produced_total=len(records))
         reader = asyncio.create_task(read_outputs(cfg, outputs, stop_reading))
@@ -869,8 +848,6 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
         say("waiting for the replay of the same records ...")
         replay_result = await replay_job.result()
         until = end_instant(start, days)
-        from .compare import standing
-
         standing_values = standing(outputs.overdue)
         standing_values = [v for v in standing_values if parse_instant(v["as_of"]) <= until]
         console.print()

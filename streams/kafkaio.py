@@ -32,19 +32,29 @@ def logical_name(topic: str, cfg: Settings) -> str:
 
 
 async def create_topics(
-    cfg: Settings, topics: Iterable[str] = names.ALL_TOPICS, partitions: int | None = None, physical: Iterable[str] = ()
+    cfg: Settings,
+    topics: Iterable[str] = names.ALL_TOPICS,
+    partitions: int | None = None,
+    physical: Iterable[str] = (),
+    compacted: Iterable[str] = (),
 ) -> list[str]:
-    """Create the logical ``topics`` (prefixed) and ``physical`` ones if missing; returns those created."""
+    """Create the logical ``topics`` (prefixed), ``physical`` and ``compacted`` ones if missing."""
     admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
     await admin.start()
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
+        count = partitions or cfg.partitions
         wanted = [
-            NewTopic(name, num_partitions=partitions or cfg.partitions, replication_factor=cfg.replication)
+            NewTopic(name, num_partitions=count, replication_factor=cfg.replication)
             for name in [*(cfg.topic(t) for t in topics), *physical]
             if name not in existing
-        ]
+        ] + [
+            NewTopic(name, num_partitions=count, replication_factor=cfg.replication,
+                     topic_configs={"cleanup.policy": "compact"})
+            for name in compacted
+            if name not in existing
+        ]  # fmt: skip
         for topic in wanted:
             try:
                 await admin.create_topics([topic])

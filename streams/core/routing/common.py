@@ -9,6 +9,7 @@ re-delivery and replay give the same ids.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -282,6 +283,12 @@ def _untag(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A state dataclass's resolved field types (resolving them per call cost most of a decode)."""
+    return get_type_hints(cls)
+
+
 def from_jsonable(value: Any, hint: Any) -> Any:
     """The inverse of :func:`to_jsonable`, guided by the type hints of the state dataclasses."""
     if value is None:
@@ -290,7 +297,7 @@ def from_jsonable(value: Any, hint: Any) -> Any:
     if hint is Any or hint is datetime or hint is date:
         return _untag(value)
     if dataclasses.is_dataclass(hint):
-        hints = get_type_hints(hint)
+        hints = _hints(hint)
         return hint(**{f.name: from_jsonable(value[f.name], hints[f.name])
                        for f in dataclasses.fields(hint) if f.name in value})
     if origin in (Union, types.UnionType):
