@@ -21,7 +21,7 @@ from .core import errors, statecodec
 from .core.config import EngineConfig
 from .core.events import OverdueEvent
 from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
-from .core.records import parse_repayment, parse_schedule, parse_tick, repayment_to_dict
+from .core.records import parse_repayment, parse_schedule, repayment_to_dict
 from .core.wakeups import WakeIndex
 from .metrics import BookGauges
 
@@ -141,11 +141,10 @@ class Detector:
     def handle(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, detected_at: datetime
     ) -> Effects:
-        """One input message of logical ``topic``. Never raises on bad input: that becomes a DLQ send."""
+        """One schedule or repayment message. Never raises on bad input: that becomes a DLQ send.
+
+        Ticks go to ``on_tick`` (the agent gates them first)."""
         try:
-            if topic == names.TICKS:
-                as_of = parse_tick(codec.decode("Tick", value)).as_of
-                return self.on_tick(partition, as_of, detected_at)
             if topic == names.SCHEDULES:
                 record = parse_schedule(codec.decode("LoanSchedule", value))
             elif topic == names.REPAYMENTS:
