@@ -284,6 +284,10 @@ class Arrivals:
         ends = await self._consumer.end_offsets(self.tps)
         return {tp.partition: off for tp, off in ends.items()}
 
+    async def end_offsets_of(self, tps: list[Any]) -> dict[Any, int]:
+        """End offsets of any partitions (the reader's own consumer asks the broker)."""
+        return await self._consumer.end_offsets(tps) if tps else {}
+
     async def caught_up(self, timeout: float = 120.0) -> None:
         """Wait until everything on the topic right now has been read."""
         ends = await self.end_offsets()
@@ -326,6 +330,23 @@ class Committed:
             if meta is not None and meta.offset >= 0:
                 out.setdefault(tp.topic, {})[tp.partition] = meta.offset
         return out
+
+    async def lag(self, ends_of: Callable[[list[Any]], Any], internal_prefix: str) -> int:
+        """Records the group has not committed yet: on every partition it committed, and on every
+        partition of its internal topics (``internal_prefix``…, changelogs aside)."""
+        from aiokafka import TopicPartition
+
+        raw = await self._admin.list_consumer_group_offsets(self.group)
+        committed = {tp: meta.offset for tp, meta in raw.items() if meta is not None and meta.offset >= 0}
+        internal = [
+            t for t in await self._admin.list_topics()
+            if t.startswith(internal_prefix) and not t.endswith("-changelog") and "__assignor" not in t
+        ]  # fmt: skip
+        for described in await self._admin.describe_topics(internal):
+            for part in described.get("partitions") or ():
+                committed.setdefault(TopicPartition(described["topic"], part["partition"]), 0)
+        ends = await ends_of(list(committed))
+        return sum(max(0, ends.get(tp, 0) - off) for tp, off in committed.items())
 
     async def total(self, *topics: str) -> int:
         offsets = await self.offsets()
@@ -463,7 +484,7 @@ class Result:
     catch_up: dict[str, Any] = field(default_factory=dict)
     midnight: dict[str, Any] = field(default_factory=dict)
     restart: dict[str, Any] = field(default_factory=dict)
-    profile: str | None = None
+    profiles: dict[str, str] = field(default_factory=dict)  # phase -> py-spy summary
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -485,18 +506,35 @@ def _worker_env(cfg: Settings, state_dir: Path) -> dict[str, str]:
     }
 
 
-def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """Start py-spy (if installed next to this interpreter or on PATH) sampling ``pid``."""
-    spy = Path(sys.executable).with_name("py-spy")
-    exe = str(spy) if spy.exists() else shutil.which("py-spy")
-    if exe is None:
-        _log("--profile: py-spy not found (pip install py-spy into the venv)")
-        return None
-    return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw", "--rate", "200",
-         "--nonblocking", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+class Profiler:
+    """py-spy (installed next to this interpreter or on PATH) sampling the worker for one phase."""
+
+    def __init__(self, pid: int, seconds: float, out: Path) -> None:
+        self.out = out
+        self.proc: subprocess.Popen[bytes] | None = None
+        local = Path(sys.executable).with_name("py-spy")
+        exe = str(local) if local.exists() else shutil.which("py-spy")
+        if exe is None:
+            _log("--profile: py-spy not found (pip install py-spy into the venv)")
+            return
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw", "--rate", "200",
+             "--nonblocking", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def finish(self) -> str | None:
+        """Stop sampling (py-spy writes what it has on SIGINT) and summarize."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return summarize_profile(self.out) if self.out.exists() else None
 
 
 def summarize_profile(raw: Path, top: int = 15) -> str:
@@ -579,20 +617,21 @@ async def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, 
         worker = WorkerProcess(env, workdir / "worker-1.log")
         workers.append(worker)
         result.load = os.getloadavg()
-        spy = _profile(worker.proc.pid, args.profile, workdir / "intake.pyspy") if args.profile else None
+        spy = Profiler(worker.proc.pid, args.profile, workdir / "intake.pyspy") if args.profile else None
         complete = await measure_intake(args, result, worker, committed, inputs, broker_pid)
-        if spy is not None:
-            spy.wait()
-            raw = workdir / "intake.pyspy"
-            if raw.exists():
-                result.profile = summarize_profile(raw)
-                _log("profile of the worker during intake:\n" + result.profile)
+        if spy is not None and (summary := spy.finish()):
+            result.profiles["intake"] = summary
 
         if complete:
             wait = args.hard_limit if args.full else max(60.0, args.budget - RESERVE - (time.monotonic() - args.started))
             try:
                 # --- catch-up tick -------------------------------------------------------
-                result.catch_up = await timed_tick(cfg, worker, committed, arrivals, CATCH_UP_AT, 1, wait)
+                spy = Profiler(worker.proc.pid, args.profile, workdir / "catchup.pyspy") if args.profile else None
+                try:
+                    result.catch_up = await timed_tick(cfg, worker, committed, arrivals, CATCH_UP_AT, 1, wait)
+                finally:
+                    if spy is not None and (summary := spy.finish()):
+                        result.profiles["catch-up tick"] = summary
                 _log(f"catch-up tick: {result.catch_up['transitions']:,} events in {result.catch_up['seconds']:.1f} s")
                 # --- the midnight --------------------------------------------------------
                 result.midnight = await timed_tick(
@@ -682,6 +721,7 @@ async def measure_intake(
     with contextlib.suppress(Exception):
         result.worker_ready_s = (await asyncio.wait_for(ready_task, 1))[1]
     result.worker_rate, result.worker_seconds, result.worker_records, complete = intake_rate(samples, result.inputs)
+    result.worker_complete = complete
     first = next((i for i, (_, c) in enumerate(samples) if c > 0), None)
     if first is not None and first < len(cpu) - 1:
         result.cpu = _cpu_shares(cpu[first], cpu[-1])
@@ -727,8 +767,14 @@ async def timed_tick(
             )
         await asyncio.sleep(POLL)
     await arrivals.caught_up(timeout)
+    while await committed.lag(arrivals.end_offsets_of, f"{cfg.app_id}-") > 0:  # the routers' share too
+        worker.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker was still busy {timeout:.0f} s after the tick at {at.isoformat()}")
+        await asyncio.sleep(POLL)
+    idle = time.time()
     new = arrivals.records[before:]
-    out: dict[str, Any] = {"at": at.isoformat(), "transitions": len(new), "send_s": acked - sent}
+    out: dict[str, Any] = {"at": at.isoformat(), "transitions": len(new), "send_s": acked - sent, "idle_s": idle - sent}
     if not new:
         out.update(seconds=0.0, rate=0.0)
         return out
@@ -781,15 +827,18 @@ def report(r: Result) -> str:
              f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['max'])}", "p99 < 100 ms", verdict(m["p99"] < TARGET_P99)),
         ]  # fmt: skip
     if c:
-        rows.append((f"catch-up tick {c['at']}: the whole history up to it",
-                     f"{c['transitions']:,} events in {c['seconds']:.1f} s ({c['rate']:,.0f} events/s)", "", ""))  # fmt: skip
+        rows.append((f"catch-up tick {c['at']}: the whole history up to it (worker idle again: routers done)",
+                     f"{c['transitions']:,} events in {c['seconds']:.1f} s ({c['rate']:,.0f} events/s); "
+                     f"idle after {c['idle_s']:.1f} s", "", ""))  # fmt: skip
     if rs and rs["failed"]:
         rows.append(("restart over existing state: process start → \"wake-up index rebuilt\"",
                      f"rebuild **failed** after {rs['seconds']:.1f} s: `{rs['error']}`", "report", "**MISS**"))  # fmt: skip
     elif rs:
-        rows.append((f"restart over existing state: process start → \"wake-up index rebuilt\" ({rs['loans']:,} loans)",
+        partial = "" if r.worker_complete else " of the partial state"
+        rows.append((f"restart over existing state: process start → \"wake-up index rebuilt\" ({rs['loans']:,} loans{partial})",
                      f"{rs['seconds']:.1f} s", "report",
-                     "" if rs["loans"] >= r.loans else f"**MISS** (index holds {rs['loans']:,} of {r.loans:,} loans)"))  # fmt: skip
+                     "" if rs["loans"] >= r.loans or not r.worker_complete
+                     else f"**MISS** (index holds {rs['loans']:,} of {r.loans:,} loans)"))  # fmt: skip
     table = ["| measure | result | target | |", "|---|---|---|---|"]
     table += [f"| {a} | {b_} | {t} | {v} |" for a, b_, t, v in rows]
 
@@ -828,11 +877,14 @@ def report(r: Result) -> str:
     if c:
         lines.append(
             f"- Ticks go to all {r.partitions} partitions of clock.ticks. The catch-up tick at {c['at']} (all input "
-            f"already consumed) emits every transition of the history; then a tick at {m.get('at', '?')} — local "
-            f"midnight + settle delay ({SETTLE:.0f} s) + 1 s — emits that midnight's transitions "
-            f"({', '.join(f'{k} {v:,}' for k, v in m.get('types', {}).items())}; "
-            f"{m.get('outside', 0)} with an `as_of` outside the tick interval)."
+            "already consumed) emits every transition of the history; the worker then also routes them (bureau, "
+            "collections, notifications, partners), and it counts as idle again once its consumer group has "
+            f"committed everything on its inputs and internal topics (known to ±{FAUST_COMMIT_INTERVAL} s)."
+            + (f" Only then a tick at {m['at']} — local midnight + settle delay ({SETTLE:.0f} s) + 1 s — emits that "
+               f"midnight's transitions ({', '.join(f'{k} {v:,}' for k, v in m.get('types', {}).items())}; "
+               f"{m.get('outside', 0)} with an `as_of` outside the tick interval)." if m else "")
         )
+    if m:
         lines.append(
             "- Latency of an event = wall time it arrived at a reader of overdue.events (fetch wait 5 ms) − wall time "
             "the tick was sent. Event time is mapped onto the wall clock by that tick: it is the instant the clock "
@@ -871,7 +923,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--hard-limit", type=float, default=3600.0, help="with --full: longest wait, seconds")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest other wait, seconds (default 600)")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                        help="sample the worker with py-spy for SECONDS of its intake")  # fmt: skip
+                        help="sample the worker with py-spy for SECONDS of its intake and of the catch-up tick")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work dir (worker logs, state)")
     parser.add_argument("--no-write", action="store_true", help="print the report, leave BENCHMARKS.md alone")
     return parser.parse_args(list(argv))
@@ -895,8 +947,8 @@ def main(write_section: Callable[[str, str], None], argv: Sequence[str] | None =
             shutil.rmtree(workdir, ignore_errors=True)
     body = report(result)
     print(body)
-    if result.profile:
-        print("\nWorker profile during intake (py-spy):\n" + result.profile)
+    for phase, summary in result.profiles.items():
+        print(f"\nWorker profile during the {phase} (py-spy, first {args.profile:.0f} s):\n{summary}")
     _log(f"done in {time.perf_counter() - t0:.0f} s")
     if not args.no_write:
         write_section(SECTION, body)

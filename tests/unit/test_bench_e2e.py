@@ -36,7 +36,8 @@ def test_report_says_pass_and_miss_with_the_numbers() -> None:
     r.baseline = {"rate": 100_000.0, "seconds": 5.0, "consume_seconds": 3.0, "cpu_seconds": 4.0}
     r.worker_rate, r.worker_seconds, r.worker_records, r.worker_complete = 70_000.0, 7.0, 490_000, True
     r.cpu = {"worker": 1.0, "broker": 0.5, "bench": 0.1, "others": 0.0}
-    r.catch_up = {"at": "2026-03-24T23:59:00+08:00", "transitions": 500_000, "seconds": 50.0, "rate": 10_000.0}
+    r.catch_up = {"at": "2026-03-24T23:59:00+08:00", "transitions": 500_000, "seconds": 50.0, "rate": 10_000.0,
+                 "idle_s": 60.0}  # fmt: skip
     r.midnight = {
         "at": "2026-03-25T00:01:01+08:00", "transitions": 1_000, "seconds": 0.05, "rate": 20_000.0,
         "first_s": 0.01, "p50": 0.02, "p99": 0.2, "max": 0.25, "processing_p99": 0.15, "delivery_p99": 0.05,
