@@ -767,8 +767,12 @@ async def timed_tick(
             )
         await asyncio.sleep(POLL)
     await arrivals.caught_up(timeout)
-    while await committed.lag(arrivals.end_offsets_of, f"{cfg.app_id}-") > 0:  # the routers' share too
+    while (lag := await committed.lag(arrivals.end_offsets_of, f"{cfg.app_id}-")) > 0:  # the routers' share too
         worker.check()
+        if time.monotonic() - logged >= 30:
+            _log(f"  tick {at.isoformat()}: {lag:,} records of the worker's input and internal topics still to "
+                 f"commit, {time.time() - sent:.0f} s")  # fmt: skip
+            logged = time.monotonic()
         if time.monotonic() > deadline:
             raise TimeoutError(f"the worker was still busy {timeout:.0f} s after the tick at {at.isoformat()}")
         await asyncio.sleep(POLL)
