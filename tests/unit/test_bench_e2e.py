@@ -36,6 +36,7 @@ def test_report_says_pass_and_miss_with_the_numbers() -> None:
     r.baseline = {"rate": 100_000.0, "seconds": 5.0, "consume_seconds": 3.0, "cpu_seconds": 4.0}
     r.worker_rate, r.worker_seconds, r.worker_records, r.worker_complete = 70_000.0, 7.0, 490_000, True
     r.cpu = {"worker": 1.0, "broker": 0.5, "bench": 0.1, "others": 0.0}
+    r.worker_ready_s = 3.0
     r.catch_up = {"at": "2026-03-24T23:59:00+08:00", "transitions": 500_000, "seconds": 50.0, "rate": 10_000.0,
                  "idle_s": 60.0}  # fmt: skip
     r.midnight = {
@@ -51,7 +52,7 @@ def test_report_says_pass_and_miss_with_the_numbers() -> None:
     assert "20,000 transitions/s (→ 0.50 s)" in body
     assert "p99 < 100 ms | **MISS** |" in body  # 200 ms
     assert "1.00 % of the book" in body
-    assert "| 4.0 s | report |" in body
+    assert "| 4.0 s (→ ~13 s at 1,000,000) | < 30 s at 1,000,000 loans | PASS |" in body
 
 
 def test_report_of_a_failed_rebuild_and_a_capped_intake() -> None:
@@ -81,3 +82,17 @@ def test_arguments() -> None:
     args = e2e.parse_args(["--loans", "2000", "--full"])
     assert (args.loans, args.full, args.budget) == (2000, True, 600.0)
     assert e2e.parse_args([]).loans == 100_000
+
+
+def test_section_names() -> None:
+    assert e2e.section_name(e2e.parse_args([])) == e2e.SECTION
+    assert e2e.section_name(e2e.parse_args(["--loans", "10000", "--full"])) == f"{e2e.SECTION} --loans 10000 --full"
+
+
+def test_a_small_midnight_is_scaled_up_to_one_percent_of_the_book() -> None:
+    r = e2e.Result(loans=10_000, partitions=12, schedules=10_000, repayments=40_000)
+    r.baseline = {"rate": 100_000.0}
+    r.midnight = {"at": "x", "transitions": 50, "seconds": 0.6, "rate": 50 / 0.6, "first_s": 0.1, "p50": 0.3,
+                  "p99": 0.6, "max": 0.6, "processing_p99": 0.5, "delivery_p99": 0.1}  # fmt: skip
+    body = e2e.report(r)
+    assert "| 600 ms (→ 1,200 ms for 100) | < 1 s for 100 (1 % of 10,000) | **MISS** |" in body
