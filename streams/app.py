@@ -17,21 +17,24 @@ a tick causes; the per-partner stage follows a watermark of tick markers (``rout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
 from faust.types import TP
 
 from . import codec
 from . import settings as names
-from .core import errors, statecodec
-from .core.loan import wake_at
+from .core import errors
 from .core.routing import bureau, partners
-from .detector import Detector, Effects, contribution, dlq_send
+from .detector import Detector, Effects, dlq_send, indexed, stored
 from .logs import logging_config
 from .metrics import BookGauges, Metrics
 from .policy_loader import load_policy
@@ -49,6 +52,7 @@ from .routing_shell import (
     PartnerDigests,
     RouterEffects,
 )
+from .routing_shell import encode as routing_encode
 from .settings import Settings
 
 log = logging.getLogger("duewatch")
@@ -95,32 +99,38 @@ class Gate:
     When a tick for partition p arrives while an input partition of p has records the worker
     has not processed yet (its offset is below the high-water mark seen then), the tick is held
     until those records are processed. A newer tick replaces a held one but keeps the older
-    targets, so a steady stream of input can delay the clock but never stop it.
+    targets, so a steady stream of input can delay the clock but never stop it: a held tick is
+    let through when its input partitions made no progress for ``STALL`` seconds (a target can
+    be unreachable: the last offset may be a transaction marker no consumer ever sees). How
+    many ticks arrive meanwhile does not matter: after downtime a whole backlog of ticks can
+    arrive before the input records of the same partitions.
     """
 
-    # A tick held across this many newer ticks is let through anyway: the clock must never stop
-    # (a target can become unreachable, e.g. when a rebalance moved the partition meanwhile).
-    MAX_HOLDS = 30
+    STALL = 10.0  # seconds without progress on a held tick's inputs before it is let through
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.processed: dict[TP, int] = {}
-        self.held: dict[int, tuple[datetime, dict[TP, int], int]] = {}
+        # partition -> (held instant, targets, when its inputs last made progress)
+        self.held: dict[int, tuple[datetime, dict[TP, int], float]] = {}
+        self._clock = clock
 
     def hold(self, partition: int, as_of: datetime, targets: dict[TP, int]) -> bool:
         """Hold the tick if there are targets to reach; returns True when held."""
         held = self.held.get(partition)
-        holds = 0
+        now = self._clock()
+        progress_at = now
         if held is not None:
             as_of = max(as_of, held[0])
             targets = held[1] or targets
-            holds = held[2] + 1
+            progress_at = held[2]
         targets = {tp: end for tp, end in targets.items() if self.processed.get(tp, -1) < end}
-        if not targets or holds > self.MAX_HOLDS:
+        if not targets or now - progress_at > self.STALL:
             if targets:
-                log.warning("tick for partition %d released after %d holds with input still unread", partition, holds)
+                log.warning("tick for partition %d let through: its input made no progress for %.0f s",
+                            partition, now - progress_at)  # fmt: skip
             self.held.pop(partition, None)
             return False
-        self.held[partition] = (as_of, targets, holds)
+        self.held[partition] = (as_of, targets, progress_at)
         return True
 
     def note(self, tp: TP, offset: int) -> datetime | None:
@@ -133,6 +143,8 @@ class Gate:
         if all(self.processed.get(t, -1) >= end for t, end in targets.items()):
             del self.held[tp.partition]
             return as_of
+        if tp in targets:
+            self.held[tp.partition] = (as_of, targets, self._clock())
         return None
 
     def forget(self, tps: Iterable[TP]) -> None:
@@ -141,6 +153,36 @@ class Gate:
             self.processed.pop(tp, None)
             self.held.pop(tp.partition, None)
 
+
+class Quiet:
+    """Whether an agent is in the middle of a batch (shared by the worker's agents)."""
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Until no batch is in flight; False when ``timeout`` seconds passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+QUIET_TIMEOUT = 60.0  # seconds a rebuild waits for batches in flight (they wait for broker acks only)
 
 _METRICS: Metrics | None = None
 _FAUST_METRICS: Any = None
@@ -239,67 +281,132 @@ def create_app(cfg: Settings) -> faust.App:
     digests = PartnerDigests(policy, load, cfg.partitions)
     gate = Gate()
     readiness = {"ready": False}
+    quiet = Quiet()
     app.duewatch_detector = detector  # for tests and the web views of this process
 
     # --- sending and writing ------------------------------------------------------------------
+
+    physical = {logical: t.get_topic_name() for logical, t in outputs.items()}
+    consumed = {logical: m.records_consumed.labels(logical) for logical in names.INPUT_TOPICS}
+    by_type: dict[str, Any] = {}
+    by_sink: dict[str, Any] = {}
 
     def count(effects: Effects | RouterEffects) -> None:
         if isinstance(effects, Effects) and effects.events:
             wall = datetime.now(UTC)
             for event in effects.events:
-                m.overdue_events.labels(event.type).inc()
+                counter = by_type.get(event.type) or by_type.setdefault(
+                    event.type, m.overdue_events.labels(event.type)
+                )
+                counter.inc()
                 if event.retracts is None:
                     m.detection_lag.observe((wall - event.as_of).total_seconds())
         if isinstance(effects, RouterEffects):
             for sink, n in effects.routed.items():
-                m.routed_records.labels(sink).inc(n)
+                (by_sink.get(sink) or by_sink.setdefault(sink, m.routed_records.labels(sink))).inc(n)
         for reason in effects.dlq:
             m.invalid_records.labels(reason).inc()
         for send in effects.sends:
             if send.topic == names.DLQ:
                 m.dlq_records.labels(dict(send.headers).get("source_topic", b"?").decode()).inc()
 
-    async def perform(*all_effects: Effects | RouterEffects) -> None:
-        """Send everything, wait for every acknowledgement, then write the states."""
+    # One entry per step of a batch: the input event it came from (whose partition a state
+    # written for it goes to in the changelog), the input's logical topic, what to do.
+    Entry = tuple[faust.types.EventT, str, Effects | RouterEffects]
+
+    def in_partition_of(event: faust.types.EventT) -> None:
+        """Make ``event`` the stream's current event. Faust's RocksDB tables look a key up only in
+        the current event's partition and send a write to that partition of the changelog; in a
+        batch the stream has already moved on to its last event, which may be of another partition
+        (faust-streaming#497 is the same limit, met by ``take()``)."""
+        _current_event.set(weakref.ref(event))
+
+    async def perform(entries: list[Entry]) -> None:
+        """Send everything a batch caused, in order; wait for every acknowledgement once; then
+        write each changed state once (its last value), in the partition of its input."""
+        producer = app.producer
         pending = []
-        for effects in all_effects:
+        loan_writes: dict[str, tuple[faust.types.EventT, Any, datetime | None]] = {}
+        router_writes: dict[tuple[str, str], tuple[faust.types.EventT, Any]] = {}
+        for event, _, effects in entries:
             count(effects)
             for send in effects.sends:
-                pending.append(
-                    await outputs[send.topic].send(
-                        key=send.key, value=send.value, partition=send.partition, headers=send.headers or None
-                    )
-                )
-        if pending:
-            await asyncio.gather(*pending)
-        for effects in all_effects:
+                pending.append(await producer.send(
+                    physical[send.topic], send.key, send.value, send.partition, None, send.headers or None
+                ))  # fmt: skip
             if isinstance(effects, Effects):
                 for loan_id, state in effects.writes.items():
-                    loans[loan_id.encode()] = statecodec.dumps(state)
+                    loan_writes[loan_id] = (event, state, effects.wakes.get(loan_id))
             else:
-                for name, key, value in effects.writes:
-                    tables[name][key.encode()] = value
+                for name, key, state in effects.writes:
+                    router_writes[(name, key)] = (event, state)
+        if pending:
+            await asyncio.gather(*pending)
+        for loan_id, (event, state, wake) in loan_writes.items():
+            in_partition_of(event)
+            loans[loan_id.encode()] = stored(state, wake, detector.cfg)
+        for (name, key), (event, state) in router_writes.items():
+            in_partition_of(event)
+            tables[name][key.encode()] = routing_encode(name, state)
 
-    async def dead_letter(message: Any, logical: str, exc: Exception) -> None:
-        log.exception("failed on %s[%d]@%d; record sent to the DLQ", logical, message.partition, message.offset)
+    def internal_error(message: Any, logical: str, exc: Exception) -> Effects:
+        """A bug must not lose the record or stop the worker: the record goes to the DLQ."""
+        log.exception(
+            "failed on %s[%d]@%d; record sent to the DLQ", logical, message.partition, message.offset
+        )
         error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
-        await perform(Effects(sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)]))
+        return Effects(
+            sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)]
+        )
+
+    async def flush(entries: list[Entry]) -> None:
+        """``perform`` the batch; if that fails (a record the broker refuses), entry by entry, and an
+        entry that still fails sends its input record to the DLQ instead."""
+        if not entries:
+            return
+        try:
+            await perform(entries)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sending a batch of %d steps failed; retrying step by step", len(entries))
+        for entry in entries:
+            event, logical, _ = entry
+            try:
+                await perform([entry])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await perform([(event, logical, internal_error(event.message, logical, exc))])
+
+    async def in_batches(stream: faust.StreamT, handle: Callable[[list[Any]], Awaitable[None]]) -> None:
+        """Feed ``handle`` the stream's events a batch at a time: whatever is already queued, up to
+        ``batch_max``, so a busy stream waits for acknowledgements once per batch and an idle one
+        once per record, without a timer. Events are acked by hand after ``handle`` returns — after
+        their outputs are acknowledged and their states written — so the committed offsets never
+        pass a record whose effects could be lost. (Not ``take_events()``: its background drainer
+        can outlive the generator, which then turns acks back on for events nobody will handle.)"""
+        stream.enable_acks = False
+        queue = stream.channel.queue
+        batch: list[Any] = []
+        async for event in stream.events():
+            batch.append(event)
+            if len(batch) < cfg.batch_max and not queue.empty():
+                continue
+            async with quiet.busy():
+                await handle(batch)
+            for done in batch:
+                await stream.ack(done)
+            batch = []
 
     # --- the detector, with the loan-keyed routers right behind it ----------------------------
 
-    async def detect_and_route(effects: Effects, partition: int, tick_at: datetime | None = None) -> None:
+    def tick_steps(event: faust.types.EventT, partition: int, as_of: datetime, entries: list[Entry]) -> None:
+        effects = detector.on_tick(partition, as_of, datetime.now(UTC))
         routed = loan_routers.on_events(partition, effects.routed)
-        if tick_at is not None:
-            routed.merge(loan_routers.on_tick(partition, tick_at))
-        await perform(effects, routed)
-
-    async def handle_tick(partition: int, as_of: datetime) -> None:
-        started = datetime.now(UTC)
-        await detect_and_route(detector.on_tick(partition, as_of, started), partition, as_of)
-        m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
-        newest = max(detector.clocks.values())
-        m.last_tick.set(newest.timestamp())
-        m.tick_lag.set((datetime.now(UTC) - newest).total_seconds())
+        routed.merge(loan_routers.on_tick(partition, as_of))
+        entries += [(event, names.TICKS, effects), (event, names.TICKS, routed)]
 
     async def unprocessed_targets(partition: int) -> dict[TP, int]:
         """Per input partition of ``partition``: the last offset present now, if not yet processed."""
@@ -319,69 +426,118 @@ def create_app(cfg: Settings) -> faust.App:
                 targets[tp] = high - 1
         return targets
 
+    async def step(event: faust.types.EventT, entries: list[Entry]) -> bool:
+        """One input record of the detector's partitions: its steps appended to ``entries``;
+        returns True when it let a tick through."""
+        in_partition_of(event)  # the tables read a key from the current event's partition
+        message = event.message
+        logical = topic_of.get(message.topic, message.topic)
+        partition = message.partition
+        consumed[logical].inc()
+        if logical == names.TICKS:
+            try:
+                as_of = tick_instant(message.value)
+            except errors.InvalidRecord as exc:
+                dlq = dlq_send(message.key, message.value, exc, logical, partition, message.offset)
+                entries.append((event, logical, Effects(sends=[dlq], dlq=[exc.reason])))
+                return False
+            if gate.hold(partition, as_of, await unprocessed_targets(partition)):
+                return False
+            tick_steps(event, partition, as_of, entries)
+            return True
+        if logical == names.DISPUTES:
+            entries.append(
+                (
+                    event,
+                    logical,
+                    loan_routers.on_dispute(partition, message.offset, message.key, message.value),
+                )
+            )
+            return False
+        effects = detector.handle(
+            logical, partition, message.offset, message.key, message.value, datetime.now(UTC)
+        )
+        entries += [
+            (event, logical, effects),
+            (event, logical, loan_routers.on_events(partition, effects.routed)),
+        ]
+        released = gate.note(message.tp, message.offset)
+        if released is None:
+            return False
+        tick_steps(event, partition, released, entries)
+        return True
+
     inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
+
+    async def detect_batch(batch: list[Any]) -> None:
+        started = datetime.now(UTC)
+        entries: list[Entry] = []
+        ticks = 0
+        for event in batch:
+            try:
+                ticks += await step(event, entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not lose the record or stop the worker
+                message = event.message
+                logical = topic_of.get(message.topic, message.topic)
+                entries.append((event, logical, internal_error(message, logical, exc)))
+        await flush(entries)
+        if ticks:
+            m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
+            newest = max(detector.clocks.values())
+            m.last_tick.set(newest.timestamp())
+            m.tick_lag.set((datetime.now(UTC) - newest).total_seconds())
 
     @app.agent(inputs, concurrency=1)
     async def detect(stream: faust.StreamT) -> None:
         """Schedules, repayments, disputes and ticks of a loan partition: detector, then its routers."""
-        async for event in stream.events():
-            message = event.message
-            logical = topic_of.get(message.topic, message.topic)
-            partition = message.partition
-            m.records_consumed.labels(logical).inc()
-            try:
-                if logical == names.TICKS:
-                    try:
-                        as_of = tick_instant(message.value)
-                    except errors.InvalidRecord as exc:
-                        await perform(Effects(sends=[dlq_send(message.key, message.value, exc, logical, partition, message.offset)], dlq=[exc.reason]))
-                        continue
-                    if not gate.hold(partition, as_of, await unprocessed_targets(partition)):
-                        await handle_tick(partition, as_of)
-                    continue
-                if logical == names.DISPUTES:
-                    await perform(loan_routers.on_dispute(partition, message.offset, message.key, message.value))
-                    continue
-                effects = detector.handle(logical, partition, message.offset, message.key, message.value, datetime.now(UTC))
-                await detect_and_route(effects, partition)
-                released = gate.note(message.tp, message.offset)
-                if released is not None:
-                    await handle_tick(partition, released)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not lose the record or stop the worker
-                await dead_letter(message, logical, exc)
+        await in_batches(stream, detect_batch)
 
     # --- the per-borrower and per-partner stages ----------------------------------------------
+
+    async def notify_batch(batch: list[Any]) -> None:
+        entries: list[Entry] = []
+        for event in batch:
+            in_partition_of(event)
+            message = event.message
+            try:
+                effects = notifier.on_event(message.partition, message.offset, message.key, message.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                effects = internal_error(message, NOTIFY_BY_BORROWER, exc)
+            entries.append((event, NOTIFY_BY_BORROWER, effects))
+        await flush(entries)
 
     @app.agent(notify_topic, concurrency=1)
     async def notify(stream: faust.StreamT) -> None:
         """Notifications, per borrower (the daily cap spans the borrower's loans)."""
-        async for event in stream.events():
-            message = event.message
-            try:
-                await perform(notifier.on_event(message.partition, message.offset, message.key, message.value))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await dead_letter(message, NOTIFY_BY_BORROWER, exc)
+        await in_batches(stream, notify_batch)
 
-    @app.agent(items_topic, concurrency=1)
-    async def partner_shares(stream: faust.StreamT) -> None:
-        """Partner shares, per partner: real time, or a daily digest on the tick-marker watermark."""
-        async for event in stream.events():
+    async def partner_batch(batch: list[Any]) -> None:
+        entries: list[Entry] = []
+        for event in batch:
+            in_partition_of(event)
             message = event.message
             try:
                 headers = dict(message.headers or ())
                 if MARKER_HEADER in headers:
                     source = int(headers[MARKER_HEADER])
-                    await perform(digests.on_marker(message.partition, source, message.value))
+                    effects = digests.on_marker(message.partition, source, message.value)
                 else:
-                    await perform(digests.on_item(message.partition, message.offset, message.key, message.value))
+                    effects = digests.on_item(message.partition, message.offset, message.key, message.value)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await dead_letter(message, PARTNER_ITEMS, exc)
+                effects = internal_error(message, PARTNER_ITEMS, exc)
+            entries.append((event, PARTNER_ITEMS, effects))
+        await flush(entries)
+
+    @app.agent(items_topic, concurrency=1)
+    async def partner_shares(stream: faust.StreamT) -> None:
+        """Partner shares, per partner: real time, or a daily digest on the tick-marker watermark."""
+        await in_batches(stream, partner_batch)
 
     # --- recovery, readiness, gauges ------------------------------------------------------------
 
@@ -394,8 +550,14 @@ def create_app(cfg: Settings) -> faust.App:
 
     @loans.on_recover
     async def rebuild_indexes() -> None:
-        """After every rebalance and recovery: rebuild the per-partition indexes from the tables."""
+        """After every rebalance and recovery: rebuild the per-partition indexes from the tables.
+
+        Waits for batches in flight first: a batch's states reach the table only after its sends
+        are acknowledged, and an index rebuilt meanwhile would miss those loans (a tick would
+        then find nothing due for them)."""
         try:
+            if not await quiet.wait(QUIET_TIMEOUT):
+                log.warning("rebuilding the wake-up index while a batch is still in flight")
             detector.indexes.clear()
             detector.clear_cache()
             for shell in (loan_routers, notifier, digests):
@@ -460,12 +622,13 @@ def rebuild(detector: Detector, items: Iterable[tuple[bytes, bytes]], partitions
     """Fill the detector's per-partition wake-up indexes (and the book gauges) from stored loan states."""
     count = 0
     contributions = []
+    cfg = detector.cfg
     for key, raw in items:
         if raw is None:
             continue
-        state = statecodec.loads(raw)
-        detector.index(partition_of(key, partitions)).set(state.loan_id, wake_at(state, detector.cfg))
-        contributions.append(contribution(state))
+        wake, contributed = indexed(raw, cfg)
+        detector.index(partition_of(key, partitions)).set(key.decode(), wake)
+        contributions.append(contributed)
         count += 1
     if detector.book is not None:
         detector.book.reset(contributions, count)

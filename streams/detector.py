@@ -20,7 +20,7 @@ from . import settings as names
 from .core import errors, statecodec
 from .core.config import EngineConfig
 from .core.events import OverdueEvent
-from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
+from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick, wake_at
 from .core.records import parse_repayment, parse_schedule, repayment_to_dict
 from .core.wakeups import WakeIndex
 from .metrics import BookGauges
@@ -35,6 +35,26 @@ def contribution(state: LoanState | None) -> Contribution:
     carry = state.carry
     key = (carry.bucket, state.schedules[0].currency) if carry.open and state.schedules else None
     return key, carry.total_overdue if key else 0, state.held
+
+
+def stored(state: LoanState, wake: datetime | None, cfg: EngineConfig) -> bytes:
+    """The table's bytes for a loan: its state with the summary a restart indexes it by."""
+    key, amount, held = contribution(state)
+    summary = statecodec.Summary(
+        wake, cfg.settle, cfg.hold, key[0] if key else None, key[1] if key else None, amount, held
+    )
+    return statecodec.dumps(state, summary)
+
+
+def indexed(raw: bytes, cfg: EngineConfig) -> tuple[datetime | None, Contribution]:
+    """A stored loan's wake-up instant and gauge contribution, from its summary when that was
+    computed with these settings (a header read), else from the decoded state."""
+    summary = statecodec.peek(raw)
+    if summary is not None and summary.settle == cfg.settle and summary.hold == cfg.hold:
+        key = (summary.bucket, summary.currency) if summary.bucket is not None and summary.currency is not None else None
+        return summary.wake_at, (key, summary.overdue, summary.held)
+    state = statecodec.loads(raw)
+    return wake_at(state, cfg), contribution(state)
 
 
 @dataclass(slots=True)
@@ -54,6 +74,7 @@ class Effects:
 
     sends: list[Send] = field(default_factory=list)
     writes: dict[str, LoanState] = field(default_factory=dict)
+    wakes: dict[str, datetime | None] = field(default_factory=dict)  # each written loan's wake-up instant
     events: list[OverdueEvent] = field(default_factory=list)
     # Each event's record form and Avro bytes, for the routers that run right after the detector.
     routed: list[tuple[dict, bytes]] = field(default_factory=list)
@@ -199,6 +220,7 @@ class Detector:
             effects.dlq.append(rejection.error.reason)
         if not outcome.duplicate:
             effects.writes[loan_id] = outcome.state
+            effects.wakes[loan_id] = outcome.wake_at
             self._remember(loan_id, outcome.state)
             if self.book is not None:
                 if before is None:

@@ -47,12 +47,28 @@ _RECORD_TYPE = {
 Load = Callable[[str, str], bytes | None]
 
 
+# How each router table's states become bytes and back (the tables hold bytes).
+CODECS: dict[str, tuple[Callable[[bytes], Any], Callable[[Any], bytes]]] = {
+    BUREAU_TABLE: (bureau.state_from_bytes, bureau.state_to_bytes),
+    COLLECTIONS_TABLE: (collections.state_from_bytes, collections.state_to_bytes),
+    LEDGER_TABLE: (partners.ledger_from_bytes, partners.ledger_to_bytes),
+    NOTIFY_TABLE: (notifications.state_from_bytes, notifications.state_to_bytes),
+    PARTNER_TABLE: (partners.state_from_bytes, partners.state_to_bytes),
+}
+
+
+def encode(table: str, state: Any) -> bytes:
+    """The bytes a router table stores for ``state``."""
+    return CODECS[table][1](state)
+
+
 @dataclass(slots=True)
 class RouterEffects:
-    """Records to send (first) and (table, key, bytes) states to write (after the acks)."""
+    """Records to send (first) and (table, key, state) writes (after the acks; the agent encodes
+    each written key once per batch, however many steps of the batch changed it)."""
 
     sends: list[Send] = field(default_factory=list)
-    writes: list[tuple[str, str, bytes]] = field(default_factory=list)
+    writes: list[tuple[str, str, Any]] = field(default_factory=list)
     routed: Counter = field(default_factory=Counter)
     dlq: list[str] = field(default_factory=list)
 
@@ -69,11 +85,12 @@ class RouterEffects:
 
 
 class StateCache:
-    """The latest state bytes this worker produced per (table, key), in front of the tables.
+    """The latest router state this worker produced per (table, key), decoded, in front of the tables.
 
     Several steps of one batch (a catch-up tick emits many events for one loan) must each see
     the previous step's state, but the tables are written only after the batch's outputs are
-    acknowledged. Bounded; cleared after a rebalance, when the tables may hold newer states.
+    acknowledged. Keeping states decoded saves a decode per step and an encode per unchanged
+    step. Bounded; cleared after a rebalance, when the tables may hold newer states.
     """
 
     def __init__(self, load: Load, size: int = 100_000) -> None:
@@ -81,28 +98,31 @@ class StateCache:
 
         self._load = load
         self._size = size
-        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._data: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
-    def get(self, table: str, key: str) -> bytes | None:
+    def get(self, table: str, key: str) -> Any | None:
+        """The decoded state of ``key`` in ``table``, or None when it has none."""
         found = self._data.get((table, key))
         if found is not None:
             self._data.move_to_end((table, key))
             return found
-        found = self._load(table, key)
-        if found is not None:
-            self._remember(table, key, found)
+        raw = self._load(table, key)
+        if raw is None:
+            return None
+        found = CODECS[table][0](raw)
+        self._remember(table, key, found)
         return found
 
-    def put(self, effects: RouterEffects, table: str, key: str, value: bytes) -> None:
-        """Write ``value`` unless it is what the table already holds (most events change nothing:
+    def put(self, effects: RouterEffects, table: str, key: str, state: Any) -> None:
+        """Write ``state`` unless it equals what the table already holds (most events change nothing:
         a reminder leaves the bureau, collections and partner states as they were)."""
-        if self.get(table, key) == value:
+        if self.get(table, key) == state:
             return
-        self._remember(table, key, value)
-        effects.writes.append((table, key, value))
+        self._remember(table, key, state)
+        effects.writes.append((table, key, state))
 
-    def _remember(self, table: str, key: str, value: bytes) -> None:
-        self._data[(table, key)] = value
+    def _remember(self, table: str, key: str, state: Any) -> None:
+        self._data[(table, key)] = state
         self._data.move_to_end((table, key))
         if len(self._data) > self._size:
             self._data.popitem(last=False)
@@ -138,9 +158,9 @@ class LoanRouters:
     def index(self, partition: int) -> WakeIndex:
         return self.indexes.setdefault(partition, WakeIndex())
 
-    def _get(self, table: str, key: str, decode: Callable[[bytes], Any], empty: Any) -> Any:
-        raw = self.cache.get(table, key)
-        return empty if raw is None else decode(raw)
+    def _get(self, table: str, key: str, empty: Any) -> Any:
+        found = self.cache.get(table, key)
+        return empty if found is None else found
 
     def on_events(self, partition: int, events: list[tuple[Any, bytes]]) -> RouterEffects:
         """The OverdueEvents (native dict, encoded bytes) the detector just emitted, in as_of order."""
@@ -155,21 +175,23 @@ class LoanRouters:
             loan_id = event["loan_id"]
             effects = RouterEffects()
             policy = self.policy
-            state, out = bureau.step_event(self._get(BUREAU_TABLE, loan_id, bureau.state_from_bytes, bureau.EMPTY), event, policy)
+            state, out = bureau.step_event(self._get(BUREAU_TABLE, loan_id, bureau.EMPTY), event, policy)
             effects.route(out)
-            self.cache.put(effects, BUREAU_TABLE, loan_id, bureau.state_to_bytes(state))
+            self.cache.put(effects, BUREAU_TABLE, loan_id, state)
             self.index(partition).set(loan_id, bureau.next_due(state))
             cstate, out = collections.step_event(
-                self._get(COLLECTIONS_TABLE, loan_id, collections.state_from_bytes, collections.EMPTY), event, policy
+                self._get(COLLECTIONS_TABLE, loan_id, collections.EMPTY), event, policy
             )
             effects.route(out)
-            self.cache.put(effects, COLLECTIONS_TABLE, loan_id, collections.state_to_bytes(cstate))
+            self.cache.put(effects, COLLECTIONS_TABLE, loan_id, cstate)
             ledger, envelopes = partners.step_fan_out(
-                self._get(LEDGER_TABLE, loan_id, partners.ledger_from_bytes, partners.EMPTY_LEDGER), event, policy
+                self._get(LEDGER_TABLE, loan_id, partners.EMPTY_LEDGER), event, policy
             )
             for partner_id, envelope in envelopes:
-                effects.sends.append(Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None))
-            self.cache.put(effects, LEDGER_TABLE, loan_id, partners.ledger_to_bytes(ledger))
+                effects.sends.append(
+                    Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None)
+                )
+            self.cache.put(effects, LEDGER_TABLE, loan_id, ledger)
             if notifications.classify(event) is not None or event["type"] == "OVERDUE_RETRACTED":
                 effects.sends.append(Send(NOTIFY_BY_BORROWER, event["borrower_id"].encode(), value, None))
             return effects
@@ -186,11 +208,11 @@ class LoanRouters:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
             record = {"dispute_id": dispute.dispute_id, "loan_id": dispute.loan_id, "status": dispute.status,
                       "at": dispute.at, "note": dispute.note}  # fmt: skip
-            state = self._get(BUREAU_TABLE, dispute.loan_id, bureau.state_from_bytes, bureau.EMPTY)
+            state = self._get(BUREAU_TABLE, dispute.loan_id, bureau.EMPTY)
             state, out = bureau.step_dispute(state, record, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            self.cache.put(effects, BUREAU_TABLE, dispute.loan_id, bureau.state_to_bytes(state))
+            self.cache.put(effects, BUREAU_TABLE, dispute.loan_id, state)
             self.index(partition).set(dispute.loan_id, bureau.next_due(state))
             return effects
         except errors.InvalidRecord as exc:
@@ -206,15 +228,14 @@ class LoanRouters:
         effects = RouterEffects()
         index = self.index(partition)
         for loan_id in index.pop_due(clock):
-            raw = self.cache.get(BUREAU_TABLE, loan_id)
-            if raw is None:
+            state = self.cache.get(BUREAU_TABLE, loan_id)
+            if state is None:
                 continue
-            state = bureau.state_from_bytes(raw)
             # Instant by instant, as replay does (core.routing.engine.Routers.on_tick).
             while (due := bureau.next_due(state)) is not None and due <= clock:
                 state, out = bureau.step_tick(state, due, self.policy)
                 effects.route(out)
-            self.cache.put(effects, BUREAU_TABLE, loan_id, bureau.state_to_bytes(state))
+            self.cache.put(effects, BUREAU_TABLE, loan_id, state)
             index.set(loan_id, bureau.next_due(state))
         marker = codec.encode("Tick", {"as_of": clock})
         headers = [(MARKER_HEADER, str(partition).encode())]
@@ -233,12 +254,12 @@ class Notifier:
         try:
             event = codec.decode("OverdueEvent", value)
             borrower = event["borrower_id"]
-            raw = self.cache.get(NOTIFY_TABLE, borrower)
-            state = notifications.EMPTY if raw is None else notifications.state_from_bytes(raw)
+            state = self.cache.get(NOTIFY_TABLE, borrower)
+            state = notifications.EMPTY if state is None else state
             state, out = notifications.step_event(state, event, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            self.cache.put(effects, NOTIFY_TABLE, borrower, notifications.state_to_bytes(state))
+            self.cache.put(effects, NOTIFY_TABLE, borrower, state)
             return effects
         except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
             return _bad(key, value, exc, NOTIFY_BY_BORROWER, partition, offset)
@@ -278,12 +299,12 @@ class PartnerDigests:
         try:
             envelope = partners.envelope_from_bytes(value)
             partner_id = (key or b"").decode()
-            raw = self.cache.get(PARTNER_TABLE, partner_id)
-            state = partners.EMPTY if raw is None else partners.state_from_bytes(raw)
+            state = self.cache.get(PARTNER_TABLE, partner_id)
+            state = partners.EMPTY if state is None else state
             state, out = partners.step_item(state, partner_id, envelope, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            self.cache.put(effects, PARTNER_TABLE, partner_id, partners.state_to_bytes(state))
+            self.cache.put(effects, PARTNER_TABLE, partner_id, state)
             self.index(partition).set(partner_id, partners.next_due(state))
             return effects
         except (RoutingError, KeyError, TypeError, ValueError) as exc:
@@ -296,13 +317,12 @@ class PartnerDigests:
         effects = RouterEffects()
         index = self.index(partition)
         for partner_id in index.pop_due(clock):
-            raw = self.cache.get(PARTNER_TABLE, partner_id)
-            if raw is None:
+            state = self.cache.get(PARTNER_TABLE, partner_id)
+            if state is None:
                 continue
-            state = partners.state_from_bytes(raw)
             while (due := partners.next_due(state)) is not None and due <= clock:
                 state, out = partners.step_tick(state, partner_id, due, self.policy)
                 effects.route(out)
-            self.cache.put(effects, PARTNER_TABLE, partner_id, partners.state_to_bytes(state))
+            self.cache.put(effects, PARTNER_TABLE, partner_id, state)
             index.set(partner_id, partners.next_due(state))
         return effects

@@ -82,6 +82,9 @@ class Settings:
     app_id: str = "duewatch"
     log_json: bool = False
     log_level: str = "info"
+    # Most records an agent handles as one batch (what is already queued, up to this): one wait
+    # for the broker's acknowledgements per batch instead of per record.
+    batch_max: int = 2000
 
     def topic(self, logical: str) -> str:
         """The physical name of logical topic ``logical``."""
@@ -138,4 +141,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         app_id=text("DUEWATCH_APP_ID", "duewatch") or "duewatch",
         log_json=_bool(env, "DUEWATCH_LOG_JSON", False),
         log_level=text("DUEWATCH_LOG_LEVEL", "info") or "info",
+        batch_max=_number(env, "DUEWATCH_BATCH_MAX", 2000, int, 1),
     )

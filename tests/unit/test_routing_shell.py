@@ -11,7 +11,14 @@ from streams.core.dates import parse_instant
 from streams.core.routing import route_all
 from streams.policy_loader import load_policy
 from streams.replay import replay
-from streams.routing_shell import NOTIFY_BY_BORROWER, PARTNER_ITEMS, LoanRouters, Notifier, PartnerDigests
+from streams.routing_shell import (
+    NOTIFY_BY_BORROWER,
+    PARTNER_ITEMS,
+    LoanRouters,
+    Notifier,
+    PartnerDigests,
+    encode,
+)
 
 POLICY = """
 [partners.P-ANTFIN]
@@ -45,8 +52,8 @@ def test_one_catch_up_batch_routes_like_replay(tmp_path) -> None:
     queue = [loans.on_events(0, [(e, codec.encode("OverdueEvent", e)) for e in events]), loans.on_tick(0, until)]
     while queue:
         effects = queue.pop(0)
-        for name, key, value in effects.writes:  # written only after the whole batch: as in the stream
-            table[(name, key)] = value
+        for name, key, state in effects.writes:  # written only after the whole batch: as in the stream
+            table[(name, key)] = encode(name, state)
         for send in effects.sends:
             if send.topic == NOTIFY_BY_BORROWER:
                 queue.append(notifier.on_event(0, 0, send.key, send.value))

@@ -34,3 +34,27 @@ def test_a_restored_state_continues_exactly_like_the_original() -> None:
         stream.feed(payment("p1", 1000, "2026-03-25"))
         stream.tick(at("2026-06-01"))
     assert a.events[before:] == b.events and len(b.events) >= 4
+
+
+def test_the_summary_header_is_read_without_the_state_and_matches_a_full_decode() -> None:
+    """A restart indexes loans from the header; it must say what decoding the state would."""
+    from datetime import timedelta
+
+    from streams.core.config import EngineConfig
+    from streams.core.loan import wake_at
+    from streams.detector import contribution, indexed, stored
+
+    stream = Stream().run([schedule(dues=[("2026-03-15", 100_000), ("2026-04-15", 100_000)]), at("2026-03-20")])
+    state, cfg = stream.state, EngineConfig()
+    assert state.carry.open
+    data = stored(state, wake_at(state, cfg), cfg)
+    assert statecodec.loads(data) == state  # a header does not change the state
+    summary = statecodec.peek(data)
+    assert summary is not None and summary.wake_at == wake_at(state, cfg) and summary.bucket == state.carry.bucket
+    assert indexed(data, cfg) == (wake_at(state, cfg), contribution(state))
+    # Another settle delay: the stored wake-up is stale, so the state is decoded instead.
+    other = EngineConfig(settle=timedelta(seconds=5))
+    assert indexed(data, other) == (wake_at(state, other), contribution(state)) != indexed(data, cfg)
+    # A state written before headers existed still reads.
+    bare = statecodec.dumps(state)
+    assert statecodec.peek(bare) is None and indexed(bare, cfg) == indexed(data, cfg)
