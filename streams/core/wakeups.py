@@ -9,6 +9,7 @@ with nothing due looks at the heap's head and returns.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from datetime import datetime
 
 
@@ -36,6 +37,13 @@ class WakeIndex:
         heapq.heappush(self._heap, (wake_at, loan_id))
         if len(self._heap) > 4 * len(self._due) + 64:
             self._compact()
+
+    def load(self, entries: Iterable[tuple[str, datetime | None]]) -> None:
+        """Replace the index with ``entries`` (loan id, wake-up) at once: a restart indexes a whole
+        partition, and one heapify is linear where a push per loan is not."""
+        self._due = {loan_id: at for loan_id, at in entries if at is not None}
+        self._heap = [(at, loan_id) for loan_id, at in self._due.items()]
+        heapq.heapify(self._heap)
 
     def next_wake(self) -> datetime | None:
         """The earliest wake-up instant in the index."""

@@ -87,7 +87,7 @@ def test_tick_touches_only_due_loans_and_index_rebuilds_from_the_table() -> None
     table.write(detector.on_tick(0, at("2026-03-01"), NOW))
     assert detector.on_tick(0, at("2026-03-02"), NOW).writes == {}  # nothing due: nothing touched
     fresh = Detector(EngineConfig(), table.get)
-    assert rebuild(fresh, ((k.encode(), v) for k, v in table.items()), 1) == 50
+    assert rebuild(fresh, ((0, k.encode(), v) for k, v in table.items())) == 50
     effects = fresh.on_tick(0, at("2026-03-12T09:01:01"), NOW)
     assert len(effects.writes) == 50 and {e.type for e in effects.events} == {"DUE_SOON"}
 

@@ -39,3 +39,21 @@ def test_index_matches_a_plain_dict(ops, now) -> None:
     cut = T0 + timedelta(minutes=now)
     assert sorted(index.pop_due(cut)) == sorted(k for k, v in model.items() if v <= cut)
     assert len(index) == sum(1 for v in model.values() if v > cut)
+
+
+def test_load_equals_setting_each_loan() -> None:
+    """A restart loads a partition at once; it must index exactly what setting each loan would."""
+    from datetime import UTC, datetime, timedelta
+
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    entries = [(f"L{n}", None if n % 7 == 0 else base + timedelta(hours=(n * 37) % 100)) for n in range(200)]
+    one_by_one, at_once = WakeIndex(), WakeIndex()
+    for loan_id, at in entries:
+        one_by_one.set(loan_id, at)
+    at_once.load(entries)
+    assert len(at_once) == len(one_by_one) == sum(1 for _, at in entries if at is not None)
+    for hours in (0, 10, 50, 100):
+        now = base + timedelta(hours=hours)
+        assert sorted(at_once.pop_due(now)) == sorted(one_by_one.pop_due(now))
+    at_once.set("L1", base)  # still a working index after a load
+    assert at_once.pop_due(base) == ["L1"]
