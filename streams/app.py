@@ -494,6 +494,7 @@ def create_app(cfg: Settings) -> faust.App:
         return True
 
     inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
+    reread_uncommitted(app, {t.get_topic_name() for t in (notify_topic, items_topic)} | set(inputs.topics))
 
     async def detect_batch(batch: list[Any]) -> None:
         started = datetime.now(UTC)
@@ -642,6 +643,28 @@ def create_app(cfg: Settings) -> faust.App:
                 await tick_topic.send(value=payload, partition=partition)
 
     return app
+
+
+def reread_uncommitted(app: faust.App, topics: set[str]) -> None:
+    """After each of Faust's seeks back to the committed offsets, seek the partitions of
+    ``topics`` that have no committed offset yet to their beginning.
+
+    Faust drops records it fetched while its flow was paused (recovery, a rebalance) and seeks
+    back to the committed offsets to read them again; aiokafka skips a partition with no
+    committed offset (or offset 0), so its fetch position stays past records nobody handled.
+    Found by the SIGKILL test: a worker killed before its first commit restarted at the end of
+    its inputs and never handled what it had not finished. Reading such a partition again from
+    its beginning repeats at most what was handled before the first commit: at least once."""
+    consumer = app.consumer
+    faust_seek = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await faust_seek()
+        for tp in consumer.assignment():
+            if tp.topic in topics and consumer._committed_offset.get(tp) is None:
+                await consumer.seek(tp, 0)
+
+    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
 def rebuild(detector: Detector, stored: Iterable[tuple[int, bytes, bytes | None]]) -> int:
