@@ -33,7 +33,6 @@ from faust.types import TP
 from . import codec
 from . import settings as names
 from .core import errors
-from .core.routing import bureau, partners
 from .detector import Detector, Effects, dlq_send, indexed, stored
 from .logs import logging_config
 from .metrics import BookGauges, Metrics
@@ -51,6 +50,7 @@ from .routing_shell import (
     Notifier,
     PartnerDigests,
     RouterEffects,
+    stored_due,
 )
 from .routing_shell import encode as routing_encode
 from .settings import Settings
@@ -590,16 +590,14 @@ def create_app(cfg: Settings) -> faust.App:
             for shell in (loan_routers, notifier, digests):
                 shell.cache.clear()
             loaded = rebuild(detector, stored_items(app, loans, cfg.partitions))
-            loan_routers.indexes.clear()
-            for key, raw in tables[BUREAU_TABLE].items():
-                if raw is not None:
-                    due = bureau.next_due(bureau.state_from_bytes(raw))
-                    loan_routers.index(partition_of(key, cfg.partitions)).set(key.decode(), due)
-            digests.indexes.clear()
-            for key, raw in tables[PARTNER_TABLE].items():
-                if raw is not None:
-                    due = partners.next_due(partners.state_from_bytes(raw))
-                    digests.index(partition_of(key, cfg.partitions)).set(key.decode(), due)
+            for shell, name in ((loan_routers, BUREAU_TABLE), (digests, PARTNER_TABLE)):
+                shell.indexes.clear()
+                entries: dict[int, list[tuple[str, datetime | None]]] = {}
+                for partition, key, raw in stored_items(app, tables[name], cfg.partitions):
+                    if raw is not None:
+                        entries.setdefault(partition, []).append((key.decode(), stored_due(name, raw)))
+                for partition, due in entries.items():
+                    shell.index(partition).load(due)
             log.info("wake-up index rebuilt: %d loans in %d partitions", loaded, len(detector.indexes))
         except Exception:
             log.exception("rebuilding the wake-up index failed")

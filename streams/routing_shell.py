@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import codec
@@ -55,11 +55,42 @@ CODECS: dict[str, tuple[Callable[[bytes], Any], Callable[[Any], bytes]]] = {
     NOTIFY_TABLE: (notifications.state_from_bytes, notifications.state_to_bytes),
     PARTNER_TABLE: (partners.state_from_bytes, partners.state_to_bytes),
 }
+# The tables whose states wake on ticks: their next wake-up is stored in front of the state, so a
+# restart indexes them without decoding (byte 0x02, then the instant in UTC epoch microseconds
+# as a signed 8-byte big-endian integer, -1 for none; a state itself starts with "{").
+NEXT_DUE: dict[str, Callable[[Any], datetime | None]] = {
+    BUREAU_TABLE: bureau.next_due,
+    PARTNER_TABLE: partners.next_due,
+}
+_HEADED = 0x02
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
 
 
 def encode(table: str, state: Any) -> bytes:
     """The bytes a router table stores for ``state``."""
-    return CODECS[table][1](state)
+    body = CODECS[table][1](state)
+    next_due = NEXT_DUE.get(table)
+    if next_due is None:
+        return body
+    due = next_due(state)
+    micros = -1 if due is None else (due - _EPOCH) // _MICRO
+    return bytes((_HEADED,)) + micros.to_bytes(8, "big", signed=True) + body
+
+
+def decode(table: str, data: bytes) -> Any:
+    """The state a router table's bytes hold (with or without the wake-up header)."""
+    if data and data[0] == _HEADED:
+        data = data[9:]
+    return CODECS[table][0](data)
+
+
+def stored_due(table: str, data: bytes) -> datetime | None:
+    """The next wake-up of a stored state: from its header when it has one, else decoded."""
+    if data and data[0] == _HEADED:
+        micros = int.from_bytes(data[1:9], "big", signed=True)
+        return None if micros < 0 else _EPOCH + timedelta(microseconds=micros)
+    return NEXT_DUE[table](decode(table, data))
 
 
 @dataclass(slots=True)
@@ -109,7 +140,7 @@ class StateCache:
         raw = self._load(table, key)
         if raw is None:
             return None
-        found = CODECS[table][0](raw)
+        found = decode(table, raw)
         self._remember(table, key, found)
         return found
 

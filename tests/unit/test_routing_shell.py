@@ -64,3 +64,26 @@ def test_one_catch_up_batch_routes_like_replay(tmp_path) -> None:
                 got[(send.topic, send.key.decode(), send.value)] += 1
     assert sum(expected.values()) > 50
     assert got == expected
+
+
+def test_stored_router_states_carry_their_wake_up_and_read_back(tmp_path) -> None:
+    """A restart indexes bureau and partner states from a header; it must equal decoding them."""
+    from streams.core.routing import bureau
+    from streams.routing_shell import BUREAU_TABLE, CODECS, decode, stored_due
+
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(POLICY)
+    policy = load_policy(str(policy_file))
+    book = generate(40, date(2026, 3, 1), 60, seed=6)
+    until = parse_instant(max(r.event_time for r in book))
+    events = [o.value for o in replay([r.as_line() for r in book], until) if o.topic == "overdue.events"]
+    routers = LoanRouters(policy, lambda name, key: None, 1)
+    effects = routers.on_events(0, [(e, codec.encode("OverdueEvent", e)) for e in events])
+    states = [state for name, _, state in effects.writes if name == BUREAU_TABLE]
+    assert any(bureau.next_due(s) is not None for s in states) and any(bureau.next_due(s) is None for s in states)
+    for state in states:
+        data = encode(BUREAU_TABLE, state)
+        assert decode(BUREAU_TABLE, data) == state
+        assert stored_due(BUREAU_TABLE, data) == bureau.next_due(state)
+        bare = CODECS[BUREAU_TABLE][1](state)  # as written before the header existed
+        assert decode(BUREAU_TABLE, bare) == state and stored_due(BUREAU_TABLE, bare) == bureau.next_due(state)
