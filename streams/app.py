@@ -182,6 +182,7 @@ class Quiet:
             return False
 
 
+TICK_PART = 2000  # loans a tick handles between two sends (bounds a catch-up tick's memory)
 QUIET_TIMEOUT = 60.0  # seconds a rebuild waits for batches in flight (they wait for broker acks only)
 
 _METRICS: Metrics | None = None
@@ -428,11 +429,21 @@ def create_app(cfg: Settings) -> faust.App:
 
     # --- the detector, with the loan-keyed routers right behind it ----------------------------
 
-    def tick_steps(event: faust.types.EventT, partition: int, as_of: datetime, entries: list[Entry]) -> None:
-        effects = detector.on_tick(partition, as_of, datetime.now(UTC))
-        routed = loan_routers.on_events(partition, effects.routed)
-        routed.merge(loan_routers.on_tick(partition, as_of))
-        entries += [(event, names.TICKS, effects), (event, names.TICKS, routed)]
+    async def tick_steps(event: faust.types.EventT, partition: int, as_of: datetime, entries: list[Entry]) -> None:
+        """The detector and its routers on a tick. The loans due are ticked ``TICK_PART`` at a time
+        and each part is sent and written before the next (``entries`` emptied): a catch-up tick
+        after long downtime makes a whole history due at once, and holding all of it in memory
+        took a 100,000-loan worker to 4.5 GB. The routers' own tick (held bureau records, the
+        partner-stage marker) comes after every event the tick caused."""
+        due = detector.due(partition, as_of)
+        for start in range(0, len(due), TICK_PART):
+            effects = detector.tick_loans(partition, due[start : start + TICK_PART], datetime.now(UTC))
+            routed = loan_routers.on_events(partition, effects.routed)
+            entries += [(event, names.TICKS, effects), (event, names.TICKS, routed)]
+            if start + TICK_PART < len(due):
+                await flush(entries)
+                entries.clear()
+        entries.append((event, names.TICKS, loan_routers.on_tick(partition, as_of)))
 
     async def unprocessed_targets(partition: int) -> dict[TP, int]:
         """Per input partition of ``partition``: the last offset present now, if not yet processed."""
@@ -469,7 +480,7 @@ def create_app(cfg: Settings) -> faust.App:
                 return False
             if gate.hold(partition, as_of, await unprocessed_targets(partition)):
                 return False
-            tick_steps(event, partition, as_of, entries)
+            await tick_steps(event, partition, as_of, entries)
             return True
         if logical == names.DISPUTES:
             entries.append(
@@ -490,7 +501,7 @@ def create_app(cfg: Settings) -> faust.App:
         released = gate.note(message.tp, message.offset)
         if released is None:
             return False
-        tick_steps(event, partition, released, entries)
+        await tick_steps(event, partition, released, entries)
         return True
 
     inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
@@ -523,48 +534,43 @@ def create_app(cfg: Settings) -> faust.App:
 
     # --- the per-borrower and per-partner stages ----------------------------------------------
 
-    async def notify_batch(batch: list[Any]) -> None:
-        entries: list[Entry] = []
-        for event in batch:
-            in_partition_of(event)
-            message = event.message
-            try:
-                effects = notifier.on_event(message.partition, message.offset, message.key, message.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                effects = internal_error(message, NOTIFY_BY_BORROWER, exc)
-            entries.append((event, NOTIFY_BY_BORROWER, effects))
-        await flush(entries)
+    def stage(logical: str, one: Callable[[Any], RouterEffects]) -> Callable[[list[Any]], Awaitable[None]]:
+        """A router stage's batch handler: each record through ``one``, then one ``flush``; a bug
+        sends the record to the DLQ instead."""
+
+        async def handle(batch: list[Any]) -> None:
+            entries: list[Entry] = []
+            for event in batch:
+                in_partition_of(event)
+                try:
+                    effects: Effects | RouterEffects = one(event.message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    effects = internal_error(event.message, logical, exc)
+                entries.append((event, logical, effects))
+            await flush(entries)
+
+        return handle
+
+    def notification(message: Any) -> RouterEffects:
+        return notifier.on_event(message.partition, message.offset, message.key, message.value)
+
+    def partner_item(message: Any) -> RouterEffects:
+        headers = dict(message.headers or ())
+        if MARKER_HEADER in headers:
+            return digests.on_marker(message.partition, int(headers[MARKER_HEADER]), message.value)
+        return digests.on_item(message.partition, message.offset, message.key, message.value)
 
     @app.agent(notify_topic, concurrency=1)
     async def notify(stream: faust.StreamT) -> None:
         """Notifications, per borrower (the daily cap spans the borrower's loans)."""
-        await in_batches(stream, notify_batch)
-
-    async def partner_batch(batch: list[Any]) -> None:
-        entries: list[Entry] = []
-        for event in batch:
-            in_partition_of(event)
-            message = event.message
-            try:
-                headers = dict(message.headers or ())
-                if MARKER_HEADER in headers:
-                    source = int(headers[MARKER_HEADER])
-                    effects = digests.on_marker(message.partition, source, message.value)
-                else:
-                    effects = digests.on_item(message.partition, message.offset, message.key, message.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                effects = internal_error(message, PARTNER_ITEMS, exc)
-            entries.append((event, PARTNER_ITEMS, effects))
-        await flush(entries)
+        await in_batches(stream, stage(NOTIFY_BY_BORROWER, notification))
 
     @app.agent(items_topic, concurrency=1)
     async def partner_shares(stream: faust.StreamT) -> None:
         """Partner shares, per partner: real time, or a daily digest on the tick-marker watermark."""
-        await in_batches(stream, partner_batch)
+        await in_batches(stream, stage(PARTNER_ITEMS, partner_item))
 
     # --- recovery, readiness, gauges ------------------------------------------------------------
 

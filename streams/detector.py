@@ -192,12 +192,21 @@ class Detector:
 
     def on_tick(self, partition: int, as_of: datetime, detected_at: datetime) -> Effects:
         """The clock of ``partition`` reached ``as_of``: touch only the loans that are due."""
+        return self.tick_loans(partition, self.due(partition, as_of), detected_at)
+
+    def due(self, partition: int, as_of: datetime) -> list[str]:
+        """Advance ``partition``'s clock to ``as_of``; take out of its index the loans now due."""
         clock = self.clocks.get(partition)
         if clock is None or as_of > clock:
             self.clocks[partition] = clock = as_of
+        return self.index(partition).pop_due(clock)
+
+    def tick_loans(self, partition: int, loan_ids: list[str], detected_at: datetime) -> Effects:
+        """Tick ``loan_ids`` (taken out by ``due``) to the partition's clock. A catch-up tick can
+        make a whole history due at once; the agent ticks it a part at a time."""
+        clock = self.clocks[partition]
         effects = Effects()
-        index = self.index(partition)
-        for loan_id in index.pop_due(clock):
+        for loan_id in loan_ids:
             state = self.state(loan_id)
             if state is None:
                 continue
