@@ -33,6 +33,7 @@ from faust.types import TP
 from . import codec
 from . import settings as names
 from .core import errors
+from .core.wakeups import WakeIndex
 from .detector import Detector, Effects, dlq_send, indexed, stored
 from .logs import logging_config
 from .metrics import BookGauges, Metrics
@@ -368,12 +369,11 @@ def create_app(cfg: Settings) -> faust.App:
         if not sent:
             return
         results = await asyncio.gather(*(fut for *_, fut in sent))
-        newest: dict[TP, tuple[Any, int]] = {}
-        for (table, topic, partition, _), metadata in zip(sent, results, strict=True):
-            tp = TP(topic, partition)
-            newest[tp] = (table, max(newest.get(tp, (table, -1))[1], metadata.offset))
-        for tp, (table, offset) in newest.items():
-            # what a restart reads the changelog from (Faust's Table._on_changelog_sent does this per record)
+        # What a restart reads each changelog partition from (Faust's Table._on_changelog_sent
+        # records it per record); a partition's records are acknowledged in order: the last is newest.
+        newest = {(table, TP(topic, partition)): metadata.offset
+                  for (table, topic, partition, _), metadata in zip(sent, results, strict=True)}  # fmt: skip
+        for (table, tp), offset in newest.items():
             table.data.set_persisted_offset(tp, offset)
 
     def internal_error(message: Any, logical: str, exc: Exception) -> Effects:
@@ -598,12 +598,8 @@ def create_app(cfg: Settings) -> faust.App:
             loaded = rebuild(detector, stored_items(app, loans, cfg.partitions))
             for shell, name in ((loan_routers, BUREAU_TABLE), (digests, PARTNER_TABLE)):
                 shell.indexes.clear()
-                entries: dict[int, list[tuple[str, datetime | None]]] = {}
-                for partition, key, raw in stored_items(app, tables[name], cfg.partitions):
-                    if raw is not None:
-                        entries.setdefault(partition, []).append((key.decode(), stored_due(name, raw)))
-                for partition, due in entries.items():
-                    shell.index(partition).load(due)
+                load_indexes(shell.index, stored_items(app, tables[name], cfg.partitions),
+                             lambda raw, name=name: stored_due(name, raw))  # fmt: skip
             log.info("wake-up index rebuilt: %d loans in %d partitions", loaded, len(detector.indexes))
         except Exception:
             log.exception("rebuilding the wake-up index failed")
@@ -671,25 +667,35 @@ def reread_uncommitted(app: faust.App, topics: set[str]) -> None:
     consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+def load_indexes(
+    index: Callable[[int], WakeIndex],
+    stored: Iterable[tuple[int, bytes, bytes | None]],
+    wake: Callable[[bytes], datetime | None],
+) -> None:
+    """Load each partition's wake-up index at once from stored (partition, key, bytes) states,
+    ``wake`` giving a state's next wake-up."""
+    entries: dict[int, list[tuple[str, datetime | None]]] = {}
+    for partition, key, raw in stored:
+        if raw is not None:
+            entries.setdefault(partition, []).append((key.decode(), wake(raw)))
+    for partition, loaded in entries.items():
+        index(partition).load(loaded)
+
+
 def rebuild(detector: Detector, stored: Iterable[tuple[int, bytes, bytes | None]]) -> int:
     """Fill the detector's per-partition wake-up indexes (and the book gauges) from stored loan
     states, given as (partition, key, bytes); returns the number of loans."""
-    count = 0
     contributions = []
-    cfg = detector.cfg
-    entries: dict[int, list[tuple[str, datetime | None]]] = {}
-    for partition, key, raw in stored:
-        if raw is None:
-            continue
-        wake, contributed = indexed(raw, cfg)
-        entries.setdefault(partition, []).append((key.decode(), wake))
+
+    def wake(raw: bytes) -> datetime | None:
+        at, contributed = indexed(raw, detector.cfg)
         contributions.append(contributed)
-        count += 1
-    for partition, loans in entries.items():
-        detector.index(partition).load(loans)
+        return at
+
+    load_indexes(detector.index, stored, wake)
     if detector.book is not None:
-        detector.book.reset(contributions, count)
-    return count
+        detector.book.reset(contributions, len(contributions))
+    return len(contributions)
 
 
 def stored_items(app: faust.App, table: Any, partitions: int) -> Iterator[tuple[int, bytes, bytes | None]]:

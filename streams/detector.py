@@ -20,7 +20,16 @@ from . import settings as names
 from .core import errors, statecodec
 from .core.config import EngineConfig
 from .core.events import OverdueEvent
-from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick, wake_at
+from .core.loan import (
+    LoanState,
+    Outcome,
+    apply_repayment,
+    apply_schedule,
+    gauge_figures,
+    new_loan,
+    tick,
+    wake_at,
+)
 from .core.records import parse_repayment, parse_schedule, repayment_to_dict
 from .core.wakeups import WakeIndex
 from .metrics import BookGauges
@@ -32,27 +41,24 @@ def contribution(state: LoanState | None) -> Contribution:
     """What one loan adds to the book gauges: its (bucket, currency) and overdue amount if open; held or not."""
     if state is None:
         return None, 0, False
-    carry = state.carry
-    key = (carry.bucket, state.schedules[0].currency) if carry.open and state.schedules else None
-    return key, carry.total_overdue if key else 0, state.held
+    return _gauged(*gauge_figures(state))
+
+
+def _gauged(bucket: str | None, currency: str | None, overdue: int, held: bool) -> Contribution:
+    return ((bucket, currency) if bucket is not None and currency is not None else None), overdue, held
 
 
 def stored(state: LoanState, wake: datetime | None, cfg: EngineConfig) -> bytes:
     """The table's bytes for a loan: its state with the summary a restart indexes it by."""
-    key, amount, held = contribution(state)
-    summary = statecodec.Summary(
-        wake, cfg.settle, cfg.hold, key[0] if key else None, key[1] if key else None, amount, held
-    )
-    return statecodec.dumps(state, summary)
+    return statecodec.dumps(state, statecodec.Summary.of(state, wake, cfg))
 
 
 def indexed(raw: bytes, cfg: EngineConfig) -> tuple[datetime | None, Contribution]:
     """A stored loan's wake-up instant and gauge contribution, from its summary when that was
     computed with these settings (a header read), else from the decoded state."""
     summary = statecodec.peek(raw)
-    if summary is not None and summary.settle == cfg.settle and summary.hold == cfg.hold:
-        key = (summary.bucket, summary.currency) if summary.bucket is not None and summary.currency is not None else None
-        return summary.wake_at, (key, summary.overdue, summary.held)
+    if summary is not None and summary.fits(cfg):
+        return summary.wake_at, _gauged(summary.bucket, summary.currency, summary.overdue, summary.held)
     state = statecodec.loads(raw)
     return wake_at(state, cfg), contribution(state)
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from . import codec
-from .core import errors
+from .core import errors, statecodec
 from .core.routing import Policy, RoutingError, bureau, collections, notifications, partners
 from .core.routing.common import Output
 from .core.wakeups import WakeIndex
@@ -63,8 +63,6 @@ NEXT_DUE: dict[str, Callable[[Any], datetime | None]] = {
     PARTNER_TABLE: partners.next_due,
 }
 _HEADED = 0x02
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 
 
 def encode(table: str, state: Any) -> bytes:
@@ -74,8 +72,8 @@ def encode(table: str, state: Any) -> bytes:
     if next_due is None:
         return body
     due = next_due(state)
-    micros = -1 if due is None else (due - _EPOCH) // _MICRO
-    return bytes((_HEADED,)) + micros.to_bytes(8, "big", signed=True) + body
+    us = -1 if due is None else statecodec.micros(due)
+    return bytes((_HEADED,)) + us.to_bytes(8, "big", signed=True) + body
 
 
 def decode(table: str, data: bytes) -> Any:
@@ -88,8 +86,8 @@ def decode(table: str, data: bytes) -> Any:
 def stored_due(table: str, data: bytes) -> datetime | None:
     """The next wake-up of a stored state: from its header when it has one, else decoded."""
     if data and data[0] == _HEADED:
-        micros = int.from_bytes(data[1:9], "big", signed=True)
-        return None if micros < 0 else _EPOCH + timedelta(microseconds=micros)
+        us = int.from_bytes(data[1:9], "big", signed=True)
+        return None if us < 0 else statecodec.instant(us)
     return NEXT_DUE[table](decode(table, data))
 
 

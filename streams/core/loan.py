@@ -77,6 +77,15 @@ def _ready(cfg: EngineConfig, now: datetime | None):
     return may_process
 
 
+def gauge_figures(state: LoanState) -> tuple[str | None, str | None, int, bool]:
+    """What a loan adds to the book gauges: its bucket and currency and the amount overdue while
+    an episode is open (None, None, 0 otherwise), and whether it holds repayments."""
+    carry = state.carry
+    if carry.open and state.schedules:
+        return carry.bucket, state.schedules[0].currency, carry.total_overdue, state.held
+    return None, None, 0, state.held
+
+
 def wake_at(state: LoanState, cfg: EngineConfig) -> datetime | None:
     """The earliest tick-clock instant at which ``tick`` can do something for this loan (None: never)."""
     if not state.schedules:

@@ -19,7 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
-from .loan import LoanState
+from .config import EngineConfig
+from .loan import LoanState, gauge_figures
 from .records import Contact, Installment, LoanSchedule, Repayment
 from .timeline import Carry
 
@@ -29,17 +30,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
-def _us(t: datetime) -> int:
+def micros(t: datetime) -> int:
+    """An instant as UTC epoch microseconds (how stored states keep instants)."""
     return (t - _EPOCH) // _MICRO
 
 
-def _t(us: int) -> datetime:
+def instant(us: int) -> datetime:
+    """The UTC instant of ``micros``' epoch microseconds."""
     return _EPOCH + timedelta(microseconds=us)
 
 
 def _schedule(s: LoanSchedule) -> list:
     return [
-        s.borrower_id, s.revision, _us(s.effective_at), s.currency, s.timezone, s.status,
+        s.borrower_id, s.revision, micros(s.effective_at), s.currency, s.timezone, s.status,
         [[i.seq, i.due_date.toordinal(), i.principal, i.interest, i.fee] for i in s.installments],
         s.grace_days, s.tolerance, s.penalty_rate_bps, s.late_fee, s.business_day_convention, s.calendar,
         list(s.partners), s.contact.locale, list(s.contact.channels),
@@ -48,7 +51,7 @@ def _schedule(s: LoanSchedule) -> list:
 
 def _unschedule(loan_id: str, a: list) -> LoanSchedule:
     return LoanSchedule(
-        loan_id=loan_id, borrower_id=a[0], revision=a[1], effective_at=_t(a[2]), currency=a[3], timezone=a[4],
+        loan_id=loan_id, borrower_id=a[0], revision=a[1], effective_at=instant(a[2]), currency=a[3], timezone=a[4],
         status=a[5],
         installments=tuple(Installment(i[0], date.fromordinal(i[1]), i[2], i[3], i[4]) for i in a[6]),
         grace_days=a[7], tolerance=a[8], penalty_rate_bps=a[9], late_fee=a[10], business_day_convention=a[11],
@@ -57,28 +60,28 @@ def _unschedule(loan_id: str, a: list) -> LoanSchedule:
 
 
 def _repayment(r: Repayment) -> list:
-    return [r.payment_id, r.amount, r.currency, _us(r.paid_at), r.channel, r.kind, r.reverses]
+    return [r.payment_id, r.amount, r.currency, micros(r.paid_at), r.channel, r.kind, r.reverses]
 
 
 def _unrepayment(loan_id: str, a: list) -> Repayment:
-    return Repayment(a[0], loan_id, a[1], a[2], _t(a[3]), a[4], a[5], a[6])
+    return Repayment(a[0], loan_id, a[1], a[2], instant(a[3]), a[4], a[5], a[6])
 
 
 def _carry(c: Carry) -> list:
     return [
-        None if c.cursor is None else _us(c.cursor), c.status, c.open, c.bucket,
+        None if c.cursor is None else micros(c.cursor), c.status, c.open, c.bucket,
         None if c.first_delinquency_date is None else c.first_delinquency_date.toordinal(),
         c.penalty, c.late_fees, sorted(c.fee_seqs), c.daily_penalty, c.terminal,
-        None if c.timed_next is None else _us(c.timed_next), c.total_overdue,
+        None if c.timed_next is None else micros(c.timed_next), c.total_overdue,
     ]
 
 
 def _uncarry(a: list) -> Carry:
     return Carry(
-        cursor=None if a[0] is None else _t(a[0]), status=a[1], open=a[2], bucket=a[3],
+        cursor=None if a[0] is None else instant(a[0]), status=a[1], open=a[2], bucket=a[3],
         first_delinquency_date=None if a[4] is None else date.fromordinal(a[4]),
         penalty=a[5], late_fees=a[6], fee_seqs=frozenset(a[7]), daily_penalty=a[8], terminal=a[9],
-        timed_next=None if a[10] is None else _t(a[10]),
+        timed_next=None if a[10] is None else instant(a[10]),
         total_overdue=a[11] if len(a) > 11 else 0,
     )
 
@@ -97,6 +100,16 @@ class Summary:
     overdue: int  # minor units overdue in the open episode
     held: bool  # repayments wait for a schedule
 
+    @classmethod
+    def of(cls, state: LoanState, wake_at: datetime | None, cfg: EngineConfig) -> Summary:
+        """The summary of ``state`` whose next wake-up under ``cfg`` is ``wake_at``."""
+        bucket, currency, overdue, held = gauge_figures(state)
+        return cls(wake_at, cfg.settle, cfg.hold, bucket, currency, overdue, held)
+
+    def fits(self, cfg: EngineConfig) -> bool:
+        """Whether ``wake_at`` holds under ``cfg`` (it was computed with the same settle and hold)."""
+        return self.settle == cfg.settle and self.hold == cfg.hold
+
 
 def dumps(state: LoanState, summary: Summary | None = None) -> bytes:
     """Serialise a loan's state, with ``summary`` as a header when given."""
@@ -105,7 +118,7 @@ def dumps(state: LoanState, summary: Summary | None = None) -> bytes:
         return body
     head = orjson.dumps(
         [
-            None if summary.wake_at is None else _us(summary.wake_at), summary.settle // _MICRO,
+            None if summary.wake_at is None else micros(summary.wake_at), summary.settle // _MICRO,
             summary.hold // _MICRO, summary.bucket, summary.currency, summary.overdue, summary.held,
         ]
     )  # fmt: skip
@@ -119,7 +132,7 @@ def peek(data: bytes) -> Summary | None:
     size = int.from_bytes(data[1:3], "big")
     a = orjson.loads(data[3 : 3 + size])
     return Summary(
-        wake_at=None if a[0] is None else _t(a[0]), settle=timedelta(microseconds=a[1]),
+        wake_at=None if a[0] is None else instant(a[0]), settle=timedelta(microseconds=a[1]),
         hold=timedelta(microseconds=a[2]), bucket=a[3], currency=a[4], overdue=a[5], held=a[6],
     )  # fmt: skip
 
