@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -30,7 +31,7 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TP
 
-from . import codec
+from . import codec, intake
 from . import settings as names
 from .core import errors
 from .core.wakeups import WakeIndex
@@ -155,6 +156,15 @@ class Gate:
             self.held.pop(tp.partition, None)
 
 
+class _InPartition:
+    """A stand-in for Faust's current event: its RocksDB store reads only ``.message.partition``."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
 class Quiet:
     """Whether an agent is in the middle of a batch (shared by the worker's agents)."""
 
@@ -183,6 +193,7 @@ class Quiet:
             return False
 
 
+BATCHES_QUEUED = 4  # fetched batches waiting per agent (bounds memory; the fetch waits beyond)
 TICK_PART = 2000  # loans a tick handles between two sends (bounds a catch-up tick's memory)
 QUIET_TIMEOUT = 60.0  # seconds a rebuild waits for batches in flight (they wait for broker acks only)
 
@@ -312,25 +323,29 @@ def create_app(cfg: Settings) -> faust.App:
             if send.topic == names.DLQ:
                 m.dlq_records.labels(dict(send.headers).get("source_topic", b"?").decode()).inc()
 
-    # One entry per step of a batch: the input event it came from (whose partition a state
+    # One entry per step of a batch: the input record it came from (whose partition a state
     # written for it goes to in the changelog), the input's logical topic, what to do.
-    Entry = tuple[faust.types.EventT, str, Effects | RouterEffects]
+    Entry = tuple[Any, str, Effects | RouterEffects]
 
-    def in_partition_of(event: faust.types.EventT) -> None:
-        """Make ``event`` the stream's current event. Faust's RocksDB tables look a key up only in
-        the current event's partition and send a write to that partition of the changelog; in a
-        batch the stream has already moved on to its last event, which may be of another partition
-        (faust-streaming#497 is the same limit, met by ``take()``)."""
-        _current_event.set(weakref.ref(event))
+    in_partitions: dict[int, _InPartition] = {}
+
+    def in_partition(partition: int) -> None:
+        """Point Faust's RocksDB tables at ``partition``: they look a key up only in the current
+        event's partition and write into it, and batched records (``streams.intake``) are not
+        Faust events (faust-streaming#497 is the same limit, met by ``take()``)."""
+        current = in_partitions.get(partition)
+        if current is None:
+            current = in_partitions[partition] = _InPartition(partition)
+        _current_event.set(weakref.ref(current))  # type: ignore[arg-type]
 
     async def perform(entries: list[Entry]) -> None:
         """Send everything a batch caused, in order; wait for every acknowledgement once; then
         write each changed state once (its last value), in the partition of its input."""
         producer = app.producer
         pending = []
-        loan_writes: dict[str, tuple[faust.types.EventT, Any, datetime | None]] = {}
-        router_writes: dict[tuple[str, str], tuple[faust.types.EventT, Any]] = {}
-        for event, _, effects in entries:
+        loan_writes: dict[str, tuple[Any, Any, datetime | None]] = {}
+        router_writes: dict[tuple[str, str], tuple[Any, Any]] = {}
+        for record, _, effects in entries:
             count(effects)
             for send in effects.sends:
                 pending.append(await producer.send(
@@ -338,19 +353,19 @@ def create_app(cfg: Settings) -> faust.App:
                 ))  # fmt: skip
             if isinstance(effects, Effects):
                 for loan_id, state in effects.writes.items():
-                    loan_writes[loan_id] = (event, state, effects.wakes.get(loan_id))
+                    loan_writes[loan_id] = (record, state, effects.wakes.get(loan_id))
             else:
                 for name, key, state in effects.writes:
-                    router_writes[(name, key)] = (event, state)
+                    router_writes[(name, key)] = (record, state)
         if pending:
             await asyncio.gather(*pending)
-        writes = [(loans, event, loan_id.encode(), stored(state, wake, detector.cfg))
-                  for loan_id, (event, state, wake) in loan_writes.items()]  # fmt: skip
-        writes += [(tables[name], event, key.encode(), routing_encode(name, state))
-                   for (name, key), (event, state) in router_writes.items()]  # fmt: skip
+        writes = [(loans, record.partition, loan_id.encode(), stored(state, wake, detector.cfg))
+                  for loan_id, (record, state, wake) in loan_writes.items()]  # fmt: skip
+        writes += [(tables[name], record.partition, key.encode(), routing_encode(name, state))
+                   for (name, key), (record, state) in router_writes.items()]  # fmt: skip
         await write_states(writes)
 
-    async def write_states(writes: list[tuple[faust.types.TableT, faust.types.EventT, bytes, bytes]]) -> None:
+    async def write_states(writes: list[tuple[faust.types.TableT, int, bytes, bytes]]) -> None:
         """Each state into its table's RocksDB partition and its changelog, the changelog records
         sent together and acknowledged before the batch's records are acked.
 
@@ -360,10 +375,9 @@ def create_app(cfg: Settings) -> faust.App:
         the changelog topic and the persisted-offset bookkeeping are Faust's, used as it does."""
         producer = app.producer
         sent = []
-        for table, event, key, value in writes:
-            in_partition_of(event)  # the store writes into the current event's partition
+        for table, partition, key, value in writes:
+            in_partition(partition)  # the store writes into the current event's partition
             table.data[key] = value
-            partition = event.message.partition
             topic = table.changelog_topic.get_topic_name()
             sent.append((table, topic, partition, await producer.send(topic, key, value, partition, None, None)))
         if not sent:
@@ -399,37 +413,31 @@ def create_app(cfg: Settings) -> faust.App:
         except Exception:
             log.exception("sending a batch of %d steps failed; retrying step by step", len(entries))
         for entry in entries:
-            event, logical, _ = entry
+            record, logical, _ = entry
             try:
                 await perform([entry])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await perform([(event, logical, internal_error(event.message, logical, exc))])
+                await perform([(record, logical, internal_error(record, logical, exc))])
 
     async def in_batches(stream: faust.StreamT, handle: Callable[[list[Any]], Awaitable[None]]) -> None:
-        """Feed ``handle`` the stream's events a batch at a time: whatever is already queued, up to
-        ``batch_max``, so a busy stream waits for acknowledgements once per batch and an idle one
-        once per record, without a timer. Events are acked by hand after ``handle`` returns — after
-        their outputs are acknowledged and their states written — so the committed offsets never
-        pass a record whose effects could be lost. (Not ``take_events()``: its background drainer
-        can outlive the generator, which then turns acks back on for events nobody will handle.)"""
-        stream.enable_acks = False
-        queue = stream.channel.queue
-        batch: list[Any] = []
-        async for event in stream.events():
-            batch.append(event)
-            if len(batch) < cfg.batch_max and not queue.empty():
+        """Feed ``handle`` the records of each ``intake.Batch`` the stream brings (one fetch: a
+        busy worker waits for acknowledgements once per batch, an idle one once per record,
+        without a timer). The records are acknowledged after ``handle`` returns — after their
+        outputs are acknowledged and their states written — so the committed offsets never pass
+        a record whose effects could be lost. A batch of an older consumer generation is skipped:
+        after the rebalance Faust seeks back to the committed offsets and it comes again."""
+        async for batch in stream:
+            if not intake.current(app, batch):
                 continue
             async with quiet.busy():
-                await handle(batch)
-            for done in batch:
-                await stream.ack(done)
-            batch = []
+                await handle(batch.records)
+            intake.acknowledge(app, batch.records)
 
     # --- the detector, with the loan-keyed routers right behind it ----------------------------
 
-    async def tick_steps(event: faust.types.EventT, partition: int, as_of: datetime, entries: list[Entry]) -> None:
+    async def tick_steps(record: Any, partition: int, as_of: datetime, entries: list[Entry]) -> None:
         """The detector and its routers on a tick. The loans due are ticked ``TICK_PART`` at a time
         and each part is sent and written before the next (``entries`` emptied): a catch-up tick
         after long downtime makes a whole history due at once, and holding all of it in memory
@@ -439,11 +447,11 @@ def create_app(cfg: Settings) -> faust.App:
         for start in range(0, len(due), TICK_PART):
             effects = detector.tick_loans(partition, due[start : start + TICK_PART], datetime.now(UTC))
             routed = loan_routers.on_events(partition, effects.routed)
-            entries += [(event, names.TICKS, effects), (event, names.TICKS, routed)]
+            entries += [(record, names.TICKS, effects), (record, names.TICKS, routed)]
             if start + TICK_PART < len(due):
                 await flush(entries)
                 entries.clear()
-        entries.append((event, names.TICKS, loan_routers.on_tick(partition, as_of)))
+        entries.append((record, names.TICKS, loan_routers.on_tick(partition, as_of)))
 
     async def unprocessed_targets(partition: int) -> dict[TP, int]:
         """Per input partition of ``partition``: the last offset present now, if not yet processed."""
@@ -463,29 +471,28 @@ def create_app(cfg: Settings) -> faust.App:
                 targets[tp] = high - 1
         return targets
 
-    async def step(event: faust.types.EventT, entries: list[Entry]) -> bool:
+    async def step(message: Any, entries: list[Entry]) -> bool:
         """One input record of the detector's partitions: its steps appended to ``entries``;
         returns True when it let a tick through."""
-        in_partition_of(event)  # the tables read a key from the current event's partition
-        message = event.message
-        logical = topic_of.get(message.topic, message.topic)
         partition = message.partition
+        in_partition(partition)  # the tables read a key from the current event's partition
+        logical = topic_of.get(message.topic, message.topic)
         consumed[logical].inc()
         if logical == names.TICKS:
             try:
                 as_of = tick_instant(message.value)
             except errors.InvalidRecord as exc:
                 dlq = dlq_send(message.key, message.value, exc, logical, partition, message.offset)
-                entries.append((event, logical, Effects(sends=[dlq], dlq=[exc.reason])))
+                entries.append((message, logical, Effects(sends=[dlq], dlq=[exc.reason])))
                 return False
             if gate.hold(partition, as_of, await unprocessed_targets(partition)):
                 return False
-            await tick_steps(event, partition, as_of, entries)
+            await tick_steps(message, partition, as_of, entries)
             return True
         if logical == names.DISPUTES:
             entries.append(
                 (
-                    event,
+                    message,
                     logical,
                     loan_routers.on_dispute(partition, message.offset, message.key, message.value),
                 )
@@ -495,31 +502,39 @@ def create_app(cfg: Settings) -> faust.App:
             logical, partition, message.offset, message.key, message.value, datetime.now(UTC)
         )
         entries += [
-            (event, logical, effects),
-            (event, logical, loan_routers.on_events(partition, effects.routed)),
+            (message, logical, effects),
+            (message, logical, loan_routers.on_events(partition, effects.routed)),
         ]
-        released = gate.note(message.tp, message.offset)
+        released = gate.note(TP(message.topic, partition), message.offset)
         if released is None:
             return False
-        await tick_steps(event, partition, released, entries)
+        await tick_steps(message, partition, released, entries)
         return True
 
     inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
     reread_uncommitted(app, {t.get_topic_name() for t in (notify_topic, items_topic)} | set(inputs.topics))
+    # Each agent iterates a channel of batches (streams.intake) rather than its topics; the
+    # topics are subscribed as iterating them would (the conductor's set decides the consumer's
+    # subscription and the assignor's co-partitioned groups).
+    detector_batches, notify_batches, item_batches = (app.channel(maxsize=BATCHES_QUEUED) for _ in range(3))
+    routes: dict[str, faust.ChannelT] = {}
+    for source, channel in ((inputs, detector_batches), (notify_topic, notify_batches), (items_topic, item_batches)):
+        app.topics.add(source.clone(is_iterator=True))
+        routes.update(dict.fromkeys(source.topics, channel))
+    intake.install(app, routes, cfg.batch_max)
 
     async def detect_batch(batch: list[Any]) -> None:
         started = datetime.now(UTC)
         entries: list[Entry] = []
         ticks = 0
-        for event in batch:
+        for message in batch:
             try:
-                ticks += await step(event, entries)
+                ticks += await step(message, entries)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not lose the record or stop the worker
-                message = event.message
                 logical = topic_of.get(message.topic, message.topic)
-                entries.append((event, logical, internal_error(message, logical, exc)))
+                entries.append((message, logical, internal_error(message, logical, exc)))
         await flush(entries)
         if ticks:
             m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
@@ -527,7 +542,7 @@ def create_app(cfg: Settings) -> faust.App:
             m.last_tick.set(newest.timestamp())
             m.tick_lag.set((datetime.now(UTC) - newest).total_seconds())
 
-    @app.agent(inputs, concurrency=1)
+    @app.agent(detector_batches, concurrency=1)
     async def detect(stream: faust.StreamT) -> None:
         """Schedules, repayments, disputes and ticks of a loan partition: detector, then its routers."""
         await in_batches(stream, detect_batch)
@@ -540,15 +555,15 @@ def create_app(cfg: Settings) -> faust.App:
 
         async def handle(batch: list[Any]) -> None:
             entries: list[Entry] = []
-            for event in batch:
-                in_partition_of(event)
+            for message in batch:
+                in_partition(message.partition)
                 try:
-                    effects: Effects | RouterEffects = one(event.message)
+                    effects: Effects | RouterEffects = one(message)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    effects = internal_error(event.message, logical, exc)
-                entries.append((event, logical, effects))
+                    effects = internal_error(message, logical, exc)
+                entries.append((message, logical, effects))
             await flush(entries)
 
         return handle
@@ -562,12 +577,12 @@ def create_app(cfg: Settings) -> faust.App:
             return digests.on_marker(message.partition, int(headers[MARKER_HEADER]), message.value)
         return digests.on_item(message.partition, message.offset, message.key, message.value)
 
-    @app.agent(notify_topic, concurrency=1)
+    @app.agent(notify_batches, concurrency=1)
     async def notify(stream: faust.StreamT) -> None:
         """Notifications, per borrower (the daily cap spans the borrower's loans)."""
         await in_batches(stream, stage(NOTIFY_BY_BORROWER, notification))
 
-    @app.agent(items_topic, concurrency=1)
+    @app.agent(item_batches, concurrency=1)
     async def partner_shares(stream: faust.StreamT) -> None:
         """Partner shares, per partner: real time, or a daily digest on the tick-marker watermark."""
         await in_batches(stream, stage(PARTNER_ITEMS, partner_item))
