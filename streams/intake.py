@@ -78,6 +78,25 @@ def acknowledge(app: faust.App, records: Iterable[Any]) -> None:
     notify(consumer._waiting_for_ack)
 
 
+async def hand_over(channel: faust.ChannelT, batch: Batch) -> bool:
+    """Put ``batch`` on ``channel``, waiting while its agent's queue is full; False when the
+    queue was cleared meanwhile.
+
+    Faust clears its queues when a rebalance begins and when flow resumes, and clearing cancels
+    whoever waits to put (mode's ``ThrowableQueue.clear``). Faust's own delivery never waits
+    there; this one does, so that cancellation is told apart from the fetcher being stopped:
+    only the latter is a cancellation of this task. A cleared batch is dropped like the queued
+    ones — Faust seeks back to the committed offsets and its records come again."""
+    try:
+        await channel.put(batch)  # type: ignore[arg-type]
+        return True
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return False
+
+
 def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int) -> None:
     """Replace the consumer's fetch loop: records of the topics in ``routes`` go to their
     channel as ``Batch`` values of at most ``batch_max`` records; all others Faust's way."""
@@ -122,9 +141,11 @@ def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int
                         else:
                             await consumer.wait_first(callback(to_message(tp, record)), consumer.suspend_flow.wait())
                         read_offset[tp] = offset
-                for channel, taken in batches.items():
-                    for start in range(0, len(taken), batch_max):
-                        await channel.put(Batch(generation, taken[start : start + batch_max]))  # type: ignore[arg-type]
+                handing = [(channel, Batch(generation, taken[start : start + batch_max]))
+                           for channel, taken in batches.items() for start in range(0, len(taken), batch_max)]  # fmt: skip
+                for channel, batch in handing:
+                    if not await hand_over(channel, batch):
+                        break  # cleared for a rebalance: the rest comes again after its seek
                 if commit_every is not None and consumer._n_acked >= commit_every:
                     consumer._n_acked = 0
                     await consumer.commit()
