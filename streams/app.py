@@ -558,8 +558,9 @@ def create_app(cfg: Settings) -> faust.App:
             consumed[logical].inc(n)
         sent = Sent()
         for message in batch:
+            ticked = False
             try:
-                ticks += await step(message, entries, sent)
+                ticked = await step(message, entries, sent)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not lose the record or stop the worker
@@ -573,6 +574,9 @@ def create_app(cfg: Settings) -> faust.App:
                 raise
             except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
                 pass
+            if ticked:
+                ticks += 1
+                await asyncio.sleep(0)  # the producer's sender runs only when the batch lets it
         await flush(entries, sent)
         if ticks:
             m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
