@@ -179,6 +179,53 @@ class _InPartition:
         self.message = SimpleNamespace(partition=partition)
 
 
+class PartitionStore:
+    """A Faust table's states read and written by partition, straight on the partition's
+    RocksDB database.
+
+    Faust's ``Table.get`` and ``table.data[key] = value`` pass each call through five layers and
+    pick the partition from the current event: ~12 µs each measured, against ~1 µs for the
+    database call, and a worker makes one write per input record. A step always knows its
+    partition. The bytes are the same either way (the tables' serializers are raw). A store that
+    is not rocksdict-backed RocksDB is used through the table, the partition made current first."""
+
+    def __init__(self, table: faust.types.TableT, point: Callable[[int], None]) -> None:
+        self.table = table
+        self._point = point
+        self._db_for: Callable[[int], Any] | None = None
+        self._resolved = False
+
+    def _databases(self) -> Callable[[int], Any] | None:
+        if not self._resolved:  # the store exists once the app is configured, not at definition
+            store = self.table.data
+            if getattr(store, "use_rocksdict", False) and hasattr(store, "_db_for_partition"):
+                self._db_for = store._db_for_partition
+            self._resolved = True
+        return self._db_for
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        db_for = self._databases()
+        if db_for is None:
+            self._point(partition)
+            return self.table.get(key)
+        return db_for(partition).get(key)
+
+    def put(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Write ``items`` into ``partition`` at once (one RocksDB write batch)."""
+        db_for = self._databases()
+        if db_for is None:
+            self._point(partition)
+            for key, value in items:
+                self.table.data[key] = value
+            return
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        db_for(partition).write(batch)
+
+
 class Quiet:
     """Whether an agent is in the middle of a batch (shared by the worker's agents)."""
 
@@ -297,12 +344,30 @@ def create_app(cfg: Settings) -> faust.App:
     loans = table(LOAN_TABLE)
     tables = {name: table(name) for name in ROUTER_TABLES}
 
+    # The partition every table read and write of the current step goes to (``in_partition``).
+    pointed = [0]
+    in_partitions: dict[int, _InPartition] = {}
+
+    def in_partition(partition: int) -> None:
+        """Point the tables at ``partition`` for the step at hand. Faust's RocksDB tables, where
+        they are used through Faust, look a key up only in the current event's partition and write
+        into it, and batched records (``streams.intake``) are not Faust events (faust-streaming#497
+        is the same limit, met by ``take()``)."""
+        pointed[0] = partition
+        current = in_partitions.get(partition)
+        if current is None:
+            current = in_partitions[partition] = _InPartition(partition)
+        _current_event.set(weakref.ref(current))  # type: ignore[arg-type]
+
+    direct = {name: PartitionStore(table, in_partition) for name, table in tables.items()}
+    direct[LOAN_TABLE] = loan_store = PartitionStore(loans, in_partition)
+
     def load(name: str, key: str) -> bytes | None:
-        return tables[name].get(key.encode())
+        return direct[name].get(pointed[0], key.encode())
 
     policy = load_policy(cfg.policy_file)
     book = BookGauges(m)
-    detector = Detector(cfg.engine, lambda loan_id: loans.get(loan_id.encode()), book=book)
+    detector = Detector(cfg.engine, lambda loan_id: loan_store.get(pointed[0], loan_id.encode()), book=book)
     loan_routers = LoanRouters(policy, load, cfg.partitions)
     notifier = Notifier(policy, load)
     digests = PartnerDigests(policy, load, cfg.partitions)
@@ -341,17 +406,6 @@ def create_app(cfg: Settings) -> faust.App:
     # written for it goes to in the changelog), the input's logical topic, what to do.
     Entry = tuple[Any, str, Effects | RouterEffects]
 
-    in_partitions: dict[int, _InPartition] = {}
-
-    def in_partition(partition: int) -> None:
-        """Point Faust's RocksDB tables at ``partition``: they look a key up only in the current
-        event's partition and write into it, and batched records (``streams.intake``) are not
-        Faust events (faust-streaming#497 is the same limit, met by ``take()``)."""
-        current = in_partitions.get(partition)
-        if current is None:
-            current = in_partitions[partition] = _InPartition(partition)
-        _current_event.set(weakref.ref(current))  # type: ignore[arg-type]
-
     async def issue(entries: list[Entry], sent: Sent) -> None:
         """Hand the sends of the entries not yet issued to the producer, in order; their
         acknowledgements are awaited later, once, by ``perform``."""
@@ -381,13 +435,13 @@ def create_app(cfg: Settings) -> faust.App:
                     router_writes[(name, key)] = (record, state)
         if sent.acks:
             await asyncio.gather(*sent.acks)
-        writes = [(loans, record.partition, loan_id.encode(), stored(state, wake, detector.cfg))
+        writes = [(loan_store, record.partition, loan_id.encode(), stored(state, wake, detector.cfg))
                   for loan_id, (record, state, wake) in loan_writes.items()]  # fmt: skip
-        writes += [(tables[name], record.partition, key.encode(), routing_encode(name, state))
+        writes += [(direct[name], record.partition, key.encode(), routing_encode(name, state))
                    for (name, key), (record, state) in router_writes.items()]  # fmt: skip
         await write_states(writes)
 
-    async def write_states(writes: list[tuple[faust.types.TableT, int, bytes, bytes]]) -> None:
+    async def write_states(writes: list[tuple[PartitionStore, int, bytes, bytes]]) -> None:
         """Each state into its table's RocksDB partition and its changelog, the changelog records
         sent together and acknowledged before the batch's records are acked.
 
@@ -397,13 +451,15 @@ def create_app(cfg: Settings) -> faust.App:
         the changelog topic and the persisted-offset bookkeeping are Faust's, used as it does."""
         producer = app.producer
         sent = []
-        for table, partition, key, value in writes:
-            in_partition(partition)  # the store writes into the current event's partition
-            table.data[key] = value
-            topic = table.changelog_topic.get_topic_name()
-            sent.append((table, topic, partition, await producer.send(topic, key, value, partition, None, None)))
+        grouped: dict[tuple[PartitionStore, int], list[tuple[bytes, bytes]]] = {}
+        for store, partition, key, value in writes:
+            grouped.setdefault((store, partition), []).append((key, value))
+            topic = store.table.changelog_topic.get_topic_name()
+            sent.append((store.table, topic, partition, await producer.send(topic, key, value, partition, None, None)))
         if not sent:
             return
+        for (store, partition), items in grouped.items():
+            store.put(partition, items)
         results = await asyncio.gather(*(fut for *_, fut in sent))
         # What a restart reads each changelog partition from (Faust's Table._on_changelog_sent
         # records it per record); a partition's records are acknowledged in order: the last is newest.

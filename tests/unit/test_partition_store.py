@@ -1,0 +1,62 @@
+"""``streams.app.PartitionStore`` reads and writes the same bytes, in the same partition, as
+Faust's own table path does (a real RocksDB store in a temporary directory; no broker)."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import faust
+from faust.streams import _current_event
+
+from streams.app import PartitionStore
+
+
+class _Current:
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def _table(tmp_path: Path, store: str = "rocksdb://") -> faust.types.TableT:
+    app = faust.App("partition-store-test", broker="kafka://127.0.0.1:1", store=store, datadir=str(tmp_path))
+    return app.Table("loans", default=None, key_type=bytes, value_type=bytes, partitions=4)
+
+
+def _faust_point(partition: int, held: list[_Current]) -> None:
+    held[:] = [_Current(partition)]
+    _current_event.set(weakref.ref(held[0]))
+
+
+def test_direct_writes_are_what_faust_reads_in_that_partition(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    held: list[_Current] = []
+    store = PartitionStore(table, lambda p: _faust_point(p, held))
+    store.put(2, [(b"L1", b"state-1"), (b"L2", b"state-2")])
+    _faust_point(2, held)
+    assert table.get(b"L1") == b"state-1" and table.get(b"L2") == b"state-2"
+    _faust_point(1, held)
+    assert table.get(b"L1") is None, "another partition's database does not hold it"
+    assert store.get(2, b"L2") == b"state-2"
+    assert store.get(1, b"L2") is None
+
+
+def test_direct_reads_see_what_faust_wrote(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    held: list[_Current] = []
+    _faust_point(3, held)
+    table.data[b"L9"] = b"from-faust"
+    store = PartitionStore(table, lambda p: _faust_point(p, held))
+    assert store.get(3, b"L9") == b"from-faust"
+    assert store.get(0, b"L9") is None
+
+
+def test_another_store_goes_through_the_table(tmp_path: Path) -> None:
+    table = _table(tmp_path, store="memory://")
+    held: list[_Current] = []
+    store = PartitionStore(table, lambda p: _faust_point(p, held))
+    store.put(1, [(b"L3", b"s")])
+    assert store.get(1, b"L3") == b"s"
+    assert held[0].message.partition == 1, "the partition was made current first"
