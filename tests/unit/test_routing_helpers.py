@@ -145,3 +145,23 @@ def test_state_codecs_round_trip_with_zones() -> None:
     assert back.episodes[0].notice["created_at"].tzinfo == SH  # outputs keep the loan's zone
     n_state, _ = notifications.step_event(notifications.EMPTY, opened, policy)
     assert notifications.state_from_bytes(notifications.state_to_bytes(n_state)) == n_state
+
+
+def test_states_stored_by_the_earlier_json_encoder_still_decode() -> None:
+    # Router states in RocksDB and the changelogs were written with the standard library's JSON
+    # encoder before orjson took over; a restart must read them, and the format is unchanged.
+    import json
+
+    from streams.core.routing.common import to_jsonable
+    from tests.unit.test_routing_support import event, make_policy
+
+    policy = make_policy()
+    opened = event("OVERDUE_OPENED", "2026-03-16T00:00:00+08:00", dpd=1, total=105000, oldest=date(2026, 3, 15),
+                   first_delinquency=date(2026, 3, 16))
+    state, _ = bureau.step_event(bureau.EMPTY, opened, policy)
+    earlier = json.dumps(to_jsonable(state), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert bureau.state_from_bytes(earlier) == state
+    assert json.loads(bureau.state_to_bytes(state)) == json.loads(earlier)
+    n_state, _ = notifications.step_event(notifications.EMPTY, opened, policy)
+    n_earlier = json.dumps(to_jsonable(n_state), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert notifications.state_from_bytes(n_earlier) == n_state
