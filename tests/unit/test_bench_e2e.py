@@ -59,13 +59,15 @@ def test_report_says_pass_and_miss_with_the_numbers() -> None:
 def test_report_compares_two_workers_with_one() -> None:
     r = e2e.Result(loans=10_000, partitions=12, schedules=10_000, repayments=40_000)
     r.baseline = {"rate": 100_000.0, "seconds": 0.5, "consume_seconds": 0.3, "cpu_seconds": 0.4}
-    r.worker_rate, r.worker_seconds, r.worker_records, r.worker_complete = 5_000.0, 10.0, 50_000, True
-    r.pair = {"rate": 9_500.0, "seconds": 5.2, "records": 49_000, "complete": True, "settled": 12.0}
+    r.worker_rate, r.worker_seconds, r.worker_records, r.worker_complete = 5_000.0, 30.0, 150_000, True
+    r.pair = {"rate": 9_500.0, "seconds": 15.8, "records": 149_000, "complete": True, "settled": 12.0}
     body = e2e.report(r)
     assert "| 9,500 records/s = 1.90× | ≥ 1.8× | PASS |" in body
     assert "12.0 s after they started" in body
     r.pair = {**r.pair, "rate": 6_000.0, "complete": False}
     assert "| 6,000 records/s = 1.20× (not finished) | ≥ 1.8× | **MISS** |" in e2e.report(r)
+    r.worker_seconds = 3.0  # known to ±2.8 s: no verdict
+    assert "= 1.20× (not finished) (a 3.0 s window: too short to compare) | ≥ 1.8× | n/a |" in e2e.report(r)
 
 
 def test_report_of_a_failed_rebuild_and_a_capped_intake() -> None:
