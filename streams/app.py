@@ -555,7 +555,7 @@ def create_app(cfg: Settings) -> faust.App:
         """One input record of the detector's partitions: its steps appended to ``entries``;
         returns True when it let a tick through."""
         partition = message.partition
-        in_partition(partition)  # the tables read a key from the current event's partition
+        in_partition(partition)  # the step's table reads and writes go to its partition
         logical = topic_of.get(message.topic, message.topic)
         if logical == names.TICKS:
             try:
