@@ -179,6 +179,20 @@ class _InPartition:
         self.message = SimpleNamespace(partition=partition)
 
 
+_IN_PARTITION: dict[int, _InPartition] = {}
+
+
+def make_current(partition: int) -> None:
+    """Make ``partition`` the current event's for Faust's own table path, which looks a key up
+    only in the current event's partition and writes into it: batched records
+    (``streams.intake``) are not Faust events (faust-streaming#497 is the same limit, met by
+    ``take()``)."""
+    current = _IN_PARTITION.get(partition)
+    if current is None:
+        current = _IN_PARTITION[partition] = _InPartition(partition)
+    _current_event.set(weakref.ref(current))  # type: ignore[arg-type]
+
+
 class PartitionStore:
     """A Faust table's states read and written by partition, straight on the partition's
     RocksDB database.
@@ -187,19 +201,23 @@ class PartitionStore:
     pick the partition from the current event: ~12 µs each measured, against ~1 µs for the
     database call, and a worker makes one write per input record. A step always knows its
     partition. The bytes are the same either way (the tables' serializers are raw). A store that
-    is not rocksdict-backed RocksDB is used through the table, the partition made current first."""
+    is not rocksdict-backed RocksDB is used through the table, the partition made current first
+    (``point``)."""
 
     def __init__(self, table: faust.types.TableT, point: Callable[[int], None]) -> None:
         self.table = table
         self._point = point
         self._db_for: Callable[[int], Any] | None = None
+        self._write_batch: Callable[..., Any] | None = None
         self._resolved = False
 
     def _databases(self) -> Callable[[int], Any] | None:
         if not self._resolved:  # the store exists once the app is configured, not at definition
             store = self.table.data
             if getattr(store, "use_rocksdict", False) and hasattr(store, "_db_for_partition"):
-                self._db_for = store._db_for_partition
+                from rocksdict import WriteBatch
+
+                self._db_for, self._write_batch = store._db_for_partition, WriteBatch
             self._resolved = True
         return self._db_for
 
@@ -213,17 +231,34 @@ class PartitionStore:
     def put(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
         """Write ``items`` into ``partition`` at once (one RocksDB write batch)."""
         db_for = self._databases()
-        if db_for is None:
+        if db_for is None or self._write_batch is None:
             self._point(partition)
             for key, value in items:
                 self.table.data[key] = value
             return
-        from rocksdict import WriteBatch
-
-        batch = WriteBatch(raw_mode=True)
+        batch = self._write_batch(raw_mode=True)
         for key, value in items:
             batch.put(key, value)
         db_for(partition).write(batch)
+
+    def items(self, actives: set[TP], partitions: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """(partition, key, bytes) of every state in the table's active partitions.
+
+        Straight from each partition's database (Faust's RocksDB store keeps one per partition),
+        so a restart neither asks the partitioner for each of a million keys nor pays Faust's
+        per-item layers; any other store is read through the table, the key's partition computed."""
+        store = self.table.data
+        dbs = getattr(store, "_dbs", None)
+        visible = getattr(store, "_visible_items", None)
+        if dbs is None or visible is None:
+            for key, raw in self.table.items():
+                yield partition_of(key, partitions), key, raw
+            return
+        topic = self.table.changelog_topic_name
+        for partition, db in list(dbs.items()):
+            if TP(topic, partition) in actives:
+                for key, raw in visible(db):
+                    yield partition, key, raw
 
 
 class Quiet:
@@ -344,23 +379,11 @@ def create_app(cfg: Settings) -> faust.App:
     loans = table(LOAN_TABLE)
     tables = {name: table(name) for name in ROUTER_TABLES}
 
-    # The partition every table read and write of the current step goes to (``in_partition``).
+    direct = {name: PartitionStore(table, make_current) for name, table in tables.items()}
+    direct[LOAN_TABLE] = loan_store = PartitionStore(loans, make_current)
+    # The partition of the step at hand: the shells load states by key alone, and a key is read
+    # in its record's partition (each step sets it first).
     pointed = [0]
-    in_partitions: dict[int, _InPartition] = {}
-
-    def in_partition(partition: int) -> None:
-        """Point the tables at ``partition`` for the step at hand. Faust's RocksDB tables, where
-        they are used through Faust, look a key up only in the current event's partition and write
-        into it, and batched records (``streams.intake``) are not Faust events (faust-streaming#497
-        is the same limit, met by ``take()``)."""
-        pointed[0] = partition
-        current = in_partitions.get(partition)
-        if current is None:
-            current = in_partitions[partition] = _InPartition(partition)
-        _current_event.set(weakref.ref(current))  # type: ignore[arg-type]
-
-    direct = {name: PartitionStore(table, in_partition) for name, table in tables.items()}
-    direct[LOAN_TABLE] = loan_store = PartitionStore(loans, in_partition)
 
     def load(name: str, key: str) -> bytes | None:
         return direct[name].get(pointed[0], key.encode())
@@ -551,12 +574,10 @@ def create_app(cfg: Settings) -> faust.App:
                 targets[tp] = high - 1
         return targets
 
-    async def step(message: Any, entries: list[Entry], sent: Sent) -> bool:
-        """One input record of the detector's partitions: its steps appended to ``entries``;
-        returns True when it let a tick through."""
-        partition = message.partition
-        in_partition(partition)  # the step's table reads and writes go to its partition
-        logical = topic_of.get(message.topic, message.topic)
+    async def step(message: Any, logical: str, entries: list[Entry], sent: Sent) -> bool:
+        """One input record of the detector's partitions (of logical topic ``logical``): its steps
+        appended to ``entries``; returns True when it let a tick through."""
+        partition = pointed[0] = message.partition
         if logical == names.TICKS:
             try:
                 as_of = tick_instant(message.value)
@@ -607,32 +628,30 @@ def create_app(cfg: Settings) -> faust.App:
         entries: list[Entry] = []
         ticks = 0
         taken: dict[str, int] = {}
+        sent = Sent()
         for message in batch:
             logical = topic_of.get(message.topic, message.topic)
             taken[logical] = taken.get(logical, 0) + 1
-        for logical, n in taken.items():
-            consumed[logical].inc(n)
-        sent = Sent()
-        for message in batch:
-            ticked = False
             try:
-                ticked = await step(message, entries, sent)
+                if not await step(message, logical, entries, sent):
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not lose the record or stop the worker
-                logical = topic_of.get(message.topic, message.topic)
                 entries.append((message, logical, internal_error(message, logical, exc)))
+                continue
             # A tick's events leave now, while the next partition's tick is handled, rather than
             # after the whole batch: that wait was half of the detection latency.
+            ticks += 1
             try:
                 await issue(entries, sent)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
                 pass
-            if ticked:
-                ticks += 1
-                await asyncio.sleep(0)  # the producer's sender runs only when the batch lets it
+            await asyncio.sleep(0)  # the producer's sender runs only when the batch lets it
+        for logical, n in taken.items():
+            consumed[logical].inc(n)
         await flush(entries, sent)
         if ticks:
             m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
@@ -654,7 +673,7 @@ def create_app(cfg: Settings) -> faust.App:
         async def handle(batch: list[Any]) -> None:
             entries: list[Entry] = []
             for message in batch:
-                in_partition(message.partition)
+                pointed[0] = message.partition
                 try:
                     effects: Effects | RouterEffects = one(message)
                 except asyncio.CancelledError:
@@ -708,10 +727,11 @@ def create_app(cfg: Settings) -> faust.App:
             detector.clear_cache()
             for shell in (loan_routers, notifier, digests):
                 shell.cache.clear()
-            loaded = rebuild(detector, stored_items(app, loans, cfg.partitions))
+            actives = app.assignor.assigned_actives()
+            loaded = rebuild(detector, loan_store.items(actives, cfg.partitions))
             for shell, name in ((loan_routers, BUREAU_TABLE), (digests, PARTNER_TABLE)):
                 shell.indexes.clear()
-                load_indexes(shell.index, stored_items(app, tables[name], cfg.partitions),
+                load_indexes(shell.index, direct[name].items(actives, cfg.partitions),
                              lambda raw, name=name: stored_due(name, raw))  # fmt: skip
             log.info("wake-up index rebuilt: %d loans in %d partitions", loaded, len(detector.indexes))
         except Exception:
@@ -809,24 +829,3 @@ def rebuild(detector: Detector, stored: Iterable[tuple[int, bytes, bytes | None]
     if detector.book is not None:
         detector.book.reset(contributions, len(contributions))
     return len(contributions)
-
-
-def stored_items(app: faust.App, table: Any, partitions: int) -> Iterator[tuple[int, bytes, bytes | None]]:
-    """(partition, key, bytes) of every state in the table's active partitions.
-
-    Straight from each partition's RocksDB database (Faust's store keeps one per partition), so a
-    restart neither asks the partitioner for each of a million keys nor pays Faust's per-item
-    layers; any other store is read through the table and the key's partition computed."""
-    store = table.data
-    dbs = getattr(store, "_dbs", None)
-    visible = getattr(store, "_visible_items", None)
-    if dbs is None or visible is None:
-        for key, raw in table.items():
-            yield partition_of(key, partitions), key, raw
-        return
-    actives = app.assignor.assigned_actives()
-    topic = table.changelog_topic_name
-    for partition, db in list(dbs.items()):
-        if TP(topic, partition) in actives:
-            for key, raw in visible(db):
-                yield partition, key, raw

@@ -129,15 +129,15 @@ class StateCache:
         self._size = size
         self._data: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
-    def get(self, table: str, key: str) -> Any | None:
-        """The decoded state of ``key`` in ``table``, or None when it has none."""
+    def get(self, table: str, key: str, empty: Any = None) -> Any:
+        """The decoded state of ``key`` in ``table``, or ``empty`` when it has none."""
         found = self._data.get((table, key))
         if found is not None:
             self._data.move_to_end((table, key))
             return found
         raw = self._load(table, key)
         if raw is None:
-            return None
+            return empty
         found = decode(table, raw)
         self._remember(table, key, found)
         return found
@@ -187,10 +187,6 @@ class LoanRouters:
     def index(self, partition: int) -> WakeIndex:
         return self.indexes.setdefault(partition, WakeIndex())
 
-    def _get(self, table: str, key: str, empty: Any) -> Any:
-        found = self.cache.get(table, key)
-        return empty if found is None else found
-
     def on_events(self, partition: int, events: list[tuple[Any, bytes]]) -> RouterEffects:
         """The OverdueEvents (native dict, encoded bytes) the detector just emitted, in as_of order."""
         effects = RouterEffects()
@@ -204,17 +200,17 @@ class LoanRouters:
             loan_id = event["loan_id"]
             effects = RouterEffects()
             policy = self.policy
-            state, out = bureau.step_event(self._get(BUREAU_TABLE, loan_id, bureau.EMPTY), event, policy)
+            state, out = bureau.step_event(self.cache.get(BUREAU_TABLE, loan_id, bureau.EMPTY), event, policy)
             effects.route(out)
             self.cache.put(effects, BUREAU_TABLE, loan_id, state)
             self.index(partition).set(loan_id, bureau.next_due(state))
             cstate, out = collections.step_event(
-                self._get(COLLECTIONS_TABLE, loan_id, collections.EMPTY), event, policy
+                self.cache.get(COLLECTIONS_TABLE, loan_id, collections.EMPTY), event, policy
             )
             effects.route(out)
             self.cache.put(effects, COLLECTIONS_TABLE, loan_id, cstate)
             ledger, envelopes = partners.step_fan_out(
-                self._get(LEDGER_TABLE, loan_id, partners.EMPTY_LEDGER), event, policy
+                self.cache.get(LEDGER_TABLE, loan_id, partners.EMPTY_LEDGER), event, policy
             )
             for partner_id, envelope in envelopes:
                 effects.sends.append(
@@ -237,7 +233,7 @@ class LoanRouters:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
             record = {"dispute_id": dispute.dispute_id, "loan_id": dispute.loan_id, "status": dispute.status,
                       "at": dispute.at, "note": dispute.note}  # fmt: skip
-            state = self._get(BUREAU_TABLE, dispute.loan_id, bureau.EMPTY)
+            state = self.cache.get(BUREAU_TABLE, dispute.loan_id, bureau.EMPTY)
             state, out = bureau.step_dispute(state, record, self.policy)
             effects = RouterEffects()
             effects.route(out)
@@ -283,8 +279,7 @@ class Notifier:
         try:
             event = codec.decode("OverdueEvent", value)
             borrower = event["borrower_id"]
-            state = self.cache.get(NOTIFY_TABLE, borrower)
-            state = notifications.EMPTY if state is None else state
+            state = self.cache.get(NOTIFY_TABLE, borrower, notifications.EMPTY)
             state, out = notifications.step_event(state, event, self.policy)
             effects = RouterEffects()
             effects.route(out)
@@ -328,8 +323,7 @@ class PartnerDigests:
         try:
             envelope = partners.envelope_from_bytes(value)
             partner_id = (key or b"").decode()
-            state = self.cache.get(PARTNER_TABLE, partner_id)
-            state = partners.EMPTY if state is None else state
+            state = self.cache.get(PARTNER_TABLE, partner_id, partners.EMPTY)
             state, out = partners.step_item(state, partner_id, envelope, self.policy)
             effects = RouterEffects()
             effects.route(out)

@@ -82,8 +82,8 @@ class Settings:
     app_id: str = "duewatch"
     log_json: bool = False
     log_level: str = "info"
-    # Most records an agent handles as one batch (what is already queued, up to this): one wait
-    # for the broker's acknowledgements per batch instead of per record.
+    # Most records of one fetch an agent handles as one batch (streams.intake): one wait for the
+    # broker's acknowledgements per batch instead of per record.
     batch_max: int = 2000
 
     def topic(self, logical: str) -> str:
