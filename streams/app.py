@@ -10,8 +10,8 @@ old state and re-sends the same outputs with the same ids.
 Time enters only as ticks. A tick for partition p waits while p's input partitions still hold
 records that were there when the tick arrived (catch-up gating), so after downtime the backlog
 is read before the clock moves. The loan-keyed routers (bureau, collections, partner fan-out)
-run in the same agent right after the detector, so their clock never runs ahead of the events
-a tick causes; the per-partner stage follows a watermark of tick markers (``routing_shell``).
+run in the same agent right after the detector (after the batch's ticks, once their events are
+out), so their clock never runs ahead of the events a tick causes; the per-partner stage follows a watermark of tick markers (``routing_shell``).
 """
 
 from __future__ import annotations
@@ -539,22 +539,62 @@ def create_app(cfg: Settings) -> faust.App:
 
     # --- the detector, with the loan-keyed routers right behind it ----------------------------
 
-    async def tick_steps(record: Any, partition: int, as_of: datetime, entries: list[Entry], sent: Sent) -> None:
-        """The detector and its routers on a tick. The loans due are ticked ``TICK_PART`` at a time
-        and each part is sent and written before the next (``entries`` emptied): a catch-up tick
-        after long downtime makes a whole history due at once, and holding all of it in memory
-        took a 100,000-loan worker to 4.5 GB. The routers' own tick (held bureau records, the
-        partner-stage marker) comes after every event the tick caused."""
+    # A tick's loan-keyed routing, put off until the detector has ticked every partition the
+    # batch brings a tick for: (tick record, partition, the detector's effects to route, or None
+    # for the routers' own tick at ``as_of``).
+    Deferred = list[tuple[Any, int, Effects | None, datetime | None]]
+
+    async def tick_steps(
+        record: Any, partition: int, as_of: datetime, entries: list[Entry], sent: Sent, later: Deferred
+    ) -> None:
+        """The detector on a tick; its routers' steps go to ``later``. The loans due are ticked
+        ``TICK_PART`` at a time and each part is routed, sent and written before the next
+        (``entries`` emptied): a catch-up tick after long downtime makes a whole history due at
+        once, and holding all of it in memory took a 100,000-loan worker to 4.5 GB. The routers'
+        own tick (held bureau records, the partner-stage marker) comes after every event the tick
+        caused."""
         due = detector.due(partition, as_of)
         for start in range(0, len(due), TICK_PART):
             effects = detector.tick_loans(partition, due[start : start + TICK_PART], datetime.now(UTC))
-            routed = loan_routers.on_events(partition, effects.routed)
-            entries += [(record, names.TICKS, effects), (record, names.TICKS, routed)]
+            entries.append((record, names.TICKS, effects))
+            later.append((record, partition, effects, None))
             if start + TICK_PART < len(due):
+                await route(entries, sent, later)
                 await flush(entries, sent)
                 entries.clear()
                 sent.clear()
-        entries.append((record, names.TICKS, loan_routers.on_tick(partition, as_of)))
+        later.append((record, partition, None, as_of))
+
+    async def route(entries: list[Entry], sent: Sent, later: Deferred) -> None:
+        """The routers' steps put off by ticks, in order, once the events they route are out.
+
+        The routers cost several times what the detector does per event (a bureau state is a
+        few KB to decode and encode again), and nothing downstream of overdue.events waits on
+        them: running them after every tick of the batch is what keeps the detection latency
+        the detector's own. Before the routers take the loop, the events are handed to the broker
+        and acknowledged (an error is left for ``flush`` to report)."""
+        if not later:
+            return
+        try:
+            await issue(entries, sent)
+            if sent.acks:
+                await asyncio.wait(sent.acks)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
+            pass
+        for record, partition, effects, as_of in later:
+            pointed[0] = partition
+            try:
+                if effects is not None:
+                    routed = loan_routers.on_events(partition, effects.routed)
+                else:
+                    assert as_of is not None
+                    routed = loan_routers.on_tick(partition, as_of)
+            except Exception as exc:  # a bug must not lose the record or stop the worker
+                routed = internal_error(record, names.TICKS, exc)
+            entries.append((record, names.TICKS, routed))
+        later.clear()
 
     async def unprocessed_targets(partition: int) -> dict[TP, int]:
         """Per input partition of ``partition``: the last offset present now, if not yet processed."""
@@ -574,9 +614,12 @@ def create_app(cfg: Settings) -> faust.App:
                 targets[tp] = high - 1
         return targets
 
-    async def step(message: Any, logical: str, entries: list[Entry], sent: Sent) -> bool:
+    async def step(message: Any, logical: str, entries: list[Entry], sent: Sent, later: Deferred) -> bool:
         """One input record of the detector's partitions (of logical topic ``logical``): its steps
-        appended to ``entries``; returns True when it let a tick through."""
+        appended to ``entries``; returns True when it let a tick through. A record other than a
+        tick first lets the routers catch up (``later``): a loan's router steps keep its order."""
+        if logical != names.TICKS:
+            await route(entries, sent, later)
         partition = pointed[0] = message.partition
         if logical == names.TICKS:
             try:
@@ -587,7 +630,7 @@ def create_app(cfg: Settings) -> faust.App:
                 return False
             if gate.hold(partition, as_of, await unprocessed_targets(partition)):
                 return False
-            await tick_steps(message, partition, as_of, entries, sent)
+            await tick_steps(message, partition, as_of, entries, sent, later)
             return True
         if logical == names.DISPUTES:
             entries.append(
@@ -608,7 +651,7 @@ def create_app(cfg: Settings) -> faust.App:
         released = gate.note(TP(message.topic, partition), message.offset)
         if released is None:
             return False
-        await tick_steps(message, partition, released, entries, sent)
+        await tick_steps(message, partition, released, entries, sent, later)
         return True
 
     inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
@@ -629,11 +672,12 @@ def create_app(cfg: Settings) -> faust.App:
         ticks = 0
         taken: dict[str, int] = {}
         sent = Sent()
+        later: Deferred = []
         for message in batch:
             logical = topic_of.get(message.topic, message.topic)
             taken[logical] = taken.get(logical, 0) + 1
             try:
-                if not await step(message, logical, entries, sent):
+                if not await step(message, logical, entries, sent, later):
                     continue
             except asyncio.CancelledError:
                 raise
@@ -652,6 +696,7 @@ def create_app(cfg: Settings) -> faust.App:
             await asyncio.sleep(0)  # the producer's sender runs only when the batch lets it
         for logical, n in taken.items():
             consumed[logical].inc(n)
+        await route(entries, sent, later)
         await flush(entries, sent)
         if ticks:
             m.tick_handling.observe((datetime.now(UTC) - started).total_seconds())
