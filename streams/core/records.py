@@ -176,6 +176,29 @@ def _currency(m: Mapping[str, Any]) -> str:
 # --- parsers -----------------------------------------------------------------------------
 
 
+def _installment(raw: Any) -> Installment:
+    """One validated instalment. What Avro decoding gives (a dict of exact ints and a date) is
+    checked in one expression; anything else goes field by field, which names what is wrong.
+    Half of a schedule's validation was these per-field checks."""
+    if type(raw) is dict:
+        seq, due_date = raw.get("seq"), raw.get("due_date")
+        principal, interest, fee = raw.get("principal"), raw.get("interest"), raw.get("fee")
+        if (
+            type(seq) is int and type(due_date) is date and type(principal) is int and type(interest) is int
+            and type(fee) is int and principal >= 0 and interest >= 0 and fee >= 0
+        ):  # fmt: skip
+            return Installment(seq, due_date, principal, interest, fee)
+    if not isinstance(raw, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "an installment must be an object")
+    return Installment(
+        seq=_int(raw, "seq"),
+        due_date=_date(_get(raw, "due_date"), "due_date"),
+        principal=_int(raw, "principal", minimum=0),
+        interest=_int(raw, "interest", minimum=0),
+        fee=_int(raw, "fee", minimum=0),
+    )
+
+
 def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
     """Validate a LoanSchedule (SPEC §2): types, enums, zone, calendar, seq and due dates strictly increasing."""
     if not isinstance(m, Mapping):
@@ -189,19 +212,7 @@ def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
     raw_installments = _get(m, "installments")
     if not isinstance(raw_installments, list | tuple) or not raw_installments:
         raise errors.InvalidRecord(errors.INVALID_FIELD, "installments must be a non-empty list")
-    installments = []
-    for raw in raw_installments:
-        if not isinstance(raw, Mapping):
-            raise errors.InvalidRecord(errors.INVALID_FIELD, "an installment must be an object")
-        installments.append(
-            Installment(
-                seq=_int(raw, "seq"),
-                due_date=_date(_get(raw, "due_date"), "due_date"),
-                principal=_int(raw, "principal", minimum=0),
-                interest=_int(raw, "interest", minimum=0),
-                fee=_int(raw, "fee", minimum=0),
-            )
-        )
+    installments = [_installment(raw) for raw in raw_installments]
     for before, after in zip(installments, installments[1:], strict=False):
         if after.seq <= before.seq or after.due_date <= before.due_date:
             raise errors.InvalidRecord(errors.SCHEDULE_ORDER, "seq and due_date must strictly increase")

@@ -125,3 +125,37 @@ def test_duplicate_schedule_and_payment_change_nothing() -> None:
         [schedule(), schedule(), payment("p1", 50_000, "2026-03-20"), at("2026-04-01"), payment("p1", 50_000, "2026-03-20"), at("2026-05-01")]
     )
     assert a.events == b.events and a.refused == b.refused == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"seq": True},
+        {"seq": 1.0},
+        {"principal": -1},
+        {"interest": -1},
+        {"fee": -1},
+        {"fee": None},
+        {"due_date": "2026-03-15"},
+        {"due_date": "2026/03/15"},
+        {"due_date": at("2026-03-15T00:00")},
+        {"principal": "100"},
+    ],
+)
+def test_native_instalments_are_judged_as_field_by_field(change: dict) -> None:
+    """Avro gives instalments as dicts of exact ints and dates, which take a one-expression check;
+    whatever it accepts or refuses, the field-by-field path (any other mapping) does the same."""
+    from datetime import date
+    from types import MappingProxyType
+
+    value = schedule_dict()
+    native = {"seq": 1, "due_date": date(2026, 3, 15), "principal": 100, "interest": 5, "fee": 0, **change}
+    outcomes = []
+    for raw in (native, MappingProxyType(native)):
+        value["installments"] = [raw]
+        try:
+            outcomes.append(parse_schedule(value).installments)
+        except errors.InvalidRecord as exc:
+            outcomes.append((exc.reason, exc.detail))
+    assert outcomes[0] == outcomes[1]
