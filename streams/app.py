@@ -11,7 +11,8 @@ Time enters only as ticks. A tick for partition p waits while p's input partitio
 records that were there when the tick arrived (catch-up gating), so after downtime the backlog
 is read before the clock moves. The loan-keyed routers (bureau, collections, partner fan-out)
 run in the same agent right after the detector (after the batch's ticks, once their events are
-out), so their clock never runs ahead of the events a tick causes; the per-partner stage follows a watermark of tick markers (``routing_shell``).
+out), so their clock never runs ahead of the events a tick causes; the per-partner stage
+follows a watermark of tick markers (``routing_shell``).
 """
 
 from __future__ import annotations
