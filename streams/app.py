@@ -435,14 +435,35 @@ def create_app(cfg: Settings) -> faust.App:
 
     async def issue(entries: list[Entry], sent: Sent) -> None:
         """Hand the sends of the entries not yet issued to the producer, in order; their
-        acknowledgements are awaited later, once, by ``perform``."""
+        acknowledgements are awaited later, once, by ``perform``.
+
+        Records go as one record batch per topic partition (``record_batches``), in order
+        within it, as the changelog's do: a midnight emits an event and several routed records
+        per loan, and a send each cost a future, a metadata wait and the partitioner. A keyed
+        record's partition is the default partitioner's (murmur2 of the key over the topic's
+        partitions, as upstream and Faust place them); a record without key or partition, or
+        for a topic the producer has no metadata for yet, is sent on its own."""
         producer = app.producer
+        kafka = producer._ensure_producer()
+        cluster = kafka.client.cluster
+        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = {}
         for _, _, effects in entries[sent.upto :]:
             count(effects)
             for send in effects.sends:
-                sent.acks.append(await producer.send(
-                    physical[send.topic], send.key, send.value, send.partition, None, send.headers or None
-                ))  # fmt: skip
+                topic, partition = physical[send.topic], send.partition
+                if partition is None and send.key is not None:
+                    partitions = cluster.partitions_for_topic(topic)
+                    if partitions:
+                        partition = partition_of(send.key, len(partitions))
+                if partition is None:
+                    sent.acks.append(await producer.send(
+                        topic, send.key, send.value, None, None, send.headers or None
+                    ))  # fmt: skip
+                    continue
+                grouped.setdefault((topic, partition), []).append((send.key, send.value, send.headers))
+        for (topic, partition), records in grouped.items():
+            for batch, _ in record_batches(kafka, records):
+                sent.acks.append(await kafka.send_batch(batch, topic, partition=partition))
         sent.upto = len(entries)
 
     async def perform(entries: list[Entry], sent: Sent | None = None) -> None:
@@ -487,7 +508,7 @@ def create_app(cfg: Settings) -> faust.App:
         sent = []
         for (store, partition), items in grouped.items():
             topic = store.table.changelog_topic.get_topic_name()
-            for batch, count in changelog_batches(kafka, items):
+            for batch, count in record_batches(kafka, [(key, value, []) for key, value in items]):
                 sent.append((store.table, TP(topic, partition), count,
                              await kafka.send_batch(batch, topic, partition=partition)))  # fmt: skip
         for (store, partition), items in grouped.items():
@@ -833,16 +854,19 @@ def create_app(cfg: Settings) -> faust.App:
     return app
 
 
-def changelog_batches(kafka: Any, items: list[tuple[bytes, bytes]]) -> Iterator[tuple[Any, int]]:
-    """``items`` (key, value) as aiokafka record batches of the producer ``kafka``, each with its
-    record count; a batch is as large as the producer's ``max_batch_size`` allows (a record larger
-    than that goes alone: an empty batch takes any record)."""
+def record_batches(
+    kafka: Any, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+) -> Iterator[tuple[Any, int]]:
+    """``records`` (key, value, headers) as aiokafka record batches of the producer ``kafka``,
+    in order, each with its record count; a batch is as large as the producer's
+    ``max_batch_size`` allows (a record larger than that goes alone: an empty batch takes any
+    record)."""
     batch, count = kafka.create_batch(), 0
-    for key, value in items:
-        if batch.append(key=key, value=value, timestamp=None) is None:
+    for key, value, headers in records:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             yield batch, count
             batch, count = kafka.create_batch(), 0
-            batch.append(key=key, value=value, timestamp=None)
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
         count += 1
     if count:
         yield batch, count

@@ -62,21 +62,24 @@ def test_another_store_goes_through_the_table(tmp_path: Path) -> None:
     assert held[0].message.partition == 1, "the partition was made current first"
 
 
-async def test_changelog_batches_split_at_the_producers_batch_size_and_keep_every_record() -> None:
+async def test_record_batches_split_at_the_producers_batch_size_and_keep_every_record() -> None:
+    """What the changelog and the outputs are sent as: every record, in order (a partition's
+    newest state is its last record), keys, values and headers as given."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.record.memory_records import MemoryRecords
 
-    from streams.app import changelog_batches
+    from streams.app import record_batches
 
     kafka = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=1024)  # never started
-    items = [(f"L{i}".encode(), bytes([i]) * 300) for i in range(10)] + [(b"big", b"x" * 5000)]
-    batches = list(changelog_batches(kafka, items))
-    assert len(batches) > 2  # ~3 states of 300 B per 1 KB batch; the 5 KB one alone
-    assert sum(count for _, count in batches) == len(items)
+    records = [(f"L{i}".encode(), bytes([i]) * 300, [("reason", b"R%d" % i)] if i % 3 == 0 else []) for i in range(10)]
+    records += [(b"big", b"x" * 5000, []), (None, b"keyless", [])]
+    batches = list(record_batches(kafka, records))
+    assert len(batches) > 2  # ~3 records of 300 B per 1 KB batch; the 5 KB one alone
+    assert sum(count for _, count in batches) == len(records)
     read = []
     for batch, count in batches:
         assert batch.record_count() == count
-        records = list(MemoryRecords(bytes(batch._build())).next_batch())  # the bytes the broker gets
-        read += [(r.key, r.value) for r in records]
-    assert read == items  # in order: a partition's newest state is its last record
-    assert list(changelog_batches(kafka, [])) == []
+        got = list(MemoryRecords(bytes(batch._build())).next_batch())  # the bytes the broker gets
+        read += [(r.key, r.value, list(r.headers)) for r in got]
+    assert read == [(key, value, list(headers)) for key, value, headers in records]
+    assert list(record_batches(kafka, [])) == []
