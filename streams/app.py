@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -435,31 +436,29 @@ def create_app(cfg: Settings) -> faust.App:
 
     async def issue(entries: list[Entry], sent: Sent) -> None:
         """Hand the sends of the entries not yet issued to the producer, in order; their
-        acknowledgements are awaited later, once, by ``perform``.
+        acknowledgements are awaited by ``route`` (before the routers run) and by ``perform``.
 
-        Records go as one record batch per topic partition (``record_batches``), in order
-        within it, as the changelog's do: a midnight emits an event and several routed records
-        per loan, and a send each cost a future, a metadata wait and the partitioner. A keyed
-        record's partition is the default partitioner's (murmur2 of the key over the topic's
-        partitions, as upstream and Faust place them); a record without key or partition, or
-        for a topic the producer has no metadata for yet, is sent on its own."""
-        producer = app.producer
-        kafka = producer._ensure_producer()
-        cluster = kafka.client.cluster
+        Records go as record batches per topic partition (``record_batches``), in order within
+        it, as the changelog's do: a midnight emits an event and several routed records per
+        loan, and a send each cost a future, a metadata wait and the partitioner. Every record's
+        partition is chosen before anything is sent, as aiokafka's default partitioner would: a
+        keyed record's is murmur2 of the key over the topic's partitions (where upstream and
+        Faust put that key), a keyless one's is random."""
+        kafka = app.producer._ensure_producer()
+        known: dict[str, int] = {}
         grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = {}
         for _, _, effects in entries[sent.upto :]:
             count(effects)
             for send in effects.sends:
                 topic, partition = physical[send.topic], send.partition
-                if partition is None and send.key is not None:
-                    partitions = cluster.partitions_for_topic(topic)
-                    if partitions:
-                        partition = partition_of(send.key, len(partitions))
                 if partition is None:
-                    sent.acks.append(await producer.send(
-                        topic, send.key, send.value, None, None, send.headers or None
-                    ))  # fmt: skip
-                    continue
+                    partitions = known.get(topic)
+                    if partitions is None:
+                        partitions = known[topic] = len(await kafka.partitions_for(topic))
+                    if send.key is None:
+                        partition = random.randrange(partitions)
+                    else:
+                        partition = partition_of(send.key, partitions)
                 grouped.setdefault((topic, partition), []).append((send.key, send.value, send.headers))
         for (topic, partition), records in grouped.items():
             for batch, _ in record_batches(kafka, records):
@@ -511,9 +510,11 @@ def create_app(cfg: Settings) -> faust.App:
             for batch, count in record_batches(kafka, [(key, value, []) for key, value in items]):
                 sent.append((store.table, TP(topic, partition), count,
                              await kafka.send_batch(batch, topic, partition=partition)))  # fmt: skip
+        results = await asyncio.gather(*(fut for *_, fut in sent))
+        # Into RocksDB once the changelog has them: a batch the broker refuses leaves the local
+        # store as the changelog is (a standby or the next owner restores the same states).
         for (store, partition), items in grouped.items():
             store.put(partition, items)
-        results = await asyncio.gather(*(fut for *_, fut in sent))
         # What a restart reads each changelog partition from (Faust's Table._on_changelog_sent
         # records it per record): a batch is acknowledged with its first offset, and a
         # partition's batches in order, so the last one's last record is the newest.
@@ -571,12 +572,13 @@ def create_app(cfg: Settings) -> faust.App:
     # --- the detector, with the loan-keyed routers right behind it ----------------------------
 
     # A tick's loan-keyed routing, put off until the detector has ticked every partition the
-    # batch brings a tick for: (tick record, partition, the detector's effects to route, or None
-    # for the routers' own tick at ``as_of``).
-    Deferred = list[tuple[Any, int, Effects | None, datetime | None]]
+    # batch brings a tick for: (the record that let the tick through, its logical topic, partition,
+    # the detector's effects to route, or None for the routers' own tick at ``as_of``).
+    Deferred = list[tuple[Any, str, int, Effects | None, datetime | None]]
 
     async def tick_steps(
-        record: Any, partition: int, as_of: datetime, entries: list[Entry], sent: Sent, later: Deferred
+        record: Any, logical: str, partition: int, as_of: datetime, entries: list[Entry], sent: Sent,
+        later: Deferred,
     ) -> None:
         """The detector on a tick; its routers' steps go to ``later``. The loans due are ticked
         ``TICK_PART`` at a time and each part is routed, sent and written before the next
@@ -587,14 +589,14 @@ def create_app(cfg: Settings) -> faust.App:
         due = detector.due(partition, as_of)
         for start in range(0, len(due), TICK_PART):
             effects = detector.tick_loans(partition, due[start : start + TICK_PART], datetime.now(UTC))
-            entries.append((record, names.TICKS, effects))
-            later.append((record, partition, effects, None))
+            entries.append((record, logical, effects))
+            later.append((record, logical, partition, effects, None))
             if start + TICK_PART < len(due):
                 await route(entries, sent, later)
                 await flush(entries, sent)
                 entries.clear()
                 sent.clear()
-        later.append((record, partition, None, as_of))
+        later.append((record, logical, partition, None, as_of))
 
     async def route(entries: list[Entry], sent: Sent, later: Deferred) -> None:
         """The routers' steps put off by ticks, in order, once the events they route are out.
@@ -614,7 +616,7 @@ def create_app(cfg: Settings) -> faust.App:
             raise
         except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
             pass
-        for record, partition, effects, as_of in later:
+        for record, logical, partition, effects, as_of in later:
             pointed[0] = partition
             try:
                 if effects is not None:
@@ -623,8 +625,8 @@ def create_app(cfg: Settings) -> faust.App:
                     assert as_of is not None
                     routed = loan_routers.on_tick(partition, as_of)
             except Exception as exc:  # a bug must not lose the record or stop the worker
-                routed = internal_error(record, names.TICKS, exc)
-            entries.append((record, names.TICKS, routed))
+                routed = internal_error(record, logical, exc)
+            entries.append((record, logical, routed))
         later.clear()
 
     async def unprocessed_targets(partition: int) -> dict[TP, int]:
@@ -661,7 +663,7 @@ def create_app(cfg: Settings) -> faust.App:
                 return False
             if gate.hold(partition, as_of, await unprocessed_targets(partition)):
                 return False
-            await tick_steps(message, partition, as_of, entries, sent, later)
+            await tick_steps(message, logical, partition, as_of, entries, sent, later)
             return True
         if logical == names.DISPUTES:
             entries.append(
@@ -682,7 +684,7 @@ def create_app(cfg: Settings) -> faust.App:
         released = gate.note(TP(message.topic, partition), message.offset)
         if released is None:
             return False
-        await tick_steps(message, partition, released, entries, sent, later)
+        await tick_steps(message, logical, partition, released, entries, sent, later)
         return True
 
     inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
@@ -864,11 +866,13 @@ def record_batches(
     batch, count = kafka.create_batch(), 0
     for key, value, headers in records:
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            batch.close()
             yield batch, count
             batch, count = kafka.create_batch(), 0
             batch.append(key=key, value=value, timestamp=None, headers=headers)
         count += 1
     if count:
+        batch.close()  # else a later producer.send could add to it, and its count would be short
         yield batch, count
 
 
