@@ -319,6 +319,42 @@ def _add_sensors(app: faust.App) -> None:
     app.monitor = PrometheusMonitor(metrics=_FAUST_METRICS)
 
 
+def internal_error(message: Any, logical: str, exc: Exception) -> Effects:
+    """A bug must not lose the record or stop the worker: the record goes to the DLQ, under the
+    topic it was read from."""
+    log.exception("failed on %s[%d]@%d; record sent to the DLQ", logical, message.partition, message.offset)
+    error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
+    return Effects(sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)])
+
+
+# A tick's loan-keyed routing, put off until the detector has ticked every partition the batch
+# brings a tick for: (the record that let the tick through, its logical topic, its partition, the
+# detector's effects to route, or None for the routers' own tick at ``as_of``).
+Deferred = list[tuple[Any, str, int, Effects | None, datetime | None]]
+
+
+def routed_later(
+    later: Deferred, routers: LoanRouters, point: Callable[[int], None]
+) -> list[tuple[Any, str, Effects | RouterEffects]]:
+    """The routers' steps put off in ``later``, in order, as (record, logical topic, effects)
+    entries; ``point`` makes each step's partition the one its states are read in. A router that
+    fails sends the record that let the tick through to the DLQ, under that record's topic."""
+    entries: list[tuple[Any, str, Effects | RouterEffects]] = []
+    for record, logical, partition, effects, as_of in later:
+        point(partition)
+        routed: Effects | RouterEffects
+        try:
+            if effects is not None:
+                routed = routers.on_events(partition, effects.routed)
+            else:
+                assert as_of is not None
+                routed = routers.on_tick(partition, as_of)
+        except Exception as exc:  # a bug must not lose the record or stop the worker
+            routed = internal_error(record, logical, exc)
+        entries.append((record, logical, routed))
+    return entries
+
+
 def tick_instant(value: bytes) -> datetime:
     """A Tick's instant; raises ``InvalidRecord`` for a bad one."""
     from .core.records import parse_tick
@@ -392,6 +428,9 @@ def create_app(cfg: Settings) -> faust.App:
 
     def load(name: str, key: str) -> bytes | None:
         return direct[name].get(pointed[0], key.encode())
+
+    def point(partition: int) -> None:
+        pointed[0] = partition
 
     policy = load_policy(cfg.policy_file)
     book = BookGauges(m)
@@ -523,16 +562,6 @@ def create_app(cfg: Settings) -> faust.App:
         for (table, tp), offset in newest.items():
             table.data.set_persisted_offset(tp, offset)
 
-    def internal_error(message: Any, logical: str, exc: Exception) -> Effects:
-        """A bug must not lose the record or stop the worker: the record goes to the DLQ."""
-        log.exception(
-            "failed on %s[%d]@%d; record sent to the DLQ", logical, message.partition, message.offset
-        )
-        error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
-        return Effects(
-            sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)]
-        )
-
     async def flush(entries: list[Entry], sent: Sent | None = None) -> None:
         """``perform`` the batch; if that fails (a record the broker refuses), entry by entry (what
         was sent already goes again: the same ids), and an entry that still fails sends its input
@@ -570,11 +599,6 @@ def create_app(cfg: Settings) -> faust.App:
             intake.acknowledge(app, batch.records)
 
     # --- the detector, with the loan-keyed routers right behind it ----------------------------
-
-    # A tick's loan-keyed routing, put off until the detector has ticked every partition the
-    # batch brings a tick for: (the record that let the tick through, its logical topic, partition,
-    # the detector's effects to route, or None for the routers' own tick at ``as_of``).
-    Deferred = list[tuple[Any, str, int, Effects | None, datetime | None]]
 
     async def tick_steps(
         record: Any, logical: str, partition: int, as_of: datetime, entries: list[Entry], sent: Sent,
@@ -616,17 +640,7 @@ def create_app(cfg: Settings) -> faust.App:
             raise
         except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
             pass
-        for record, logical, partition, effects, as_of in later:
-            pointed[0] = partition
-            try:
-                if effects is not None:
-                    routed = loan_routers.on_events(partition, effects.routed)
-                else:
-                    assert as_of is not None
-                    routed = loan_routers.on_tick(partition, as_of)
-            except Exception as exc:  # a bug must not lose the record or stop the worker
-                routed = internal_error(record, logical, exc)
-            entries.append((record, logical, routed))
+        entries += routed_later(later, loan_routers, point)
         later.clear()
 
     async def unprocessed_targets(partition: int) -> dict[TP, int]:

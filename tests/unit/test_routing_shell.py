@@ -87,3 +87,38 @@ def test_stored_router_states_carry_their_wake_up_and_read_back(tmp_path) -> Non
         assert stored_due(BUREAU_TABLE, data) == bureau.next_due(state)
         bare = CODECS[BUREAU_TABLE][1](state)  # as written before the header existed
         assert decode(BUREAU_TABLE, bare) == state and stored_due(BUREAU_TABLE, bare) == bureau.next_due(state)
+
+
+def test_deferred_routing_keeps_order_and_a_failing_router_dead_letters_the_record_under_its_topic() -> None:
+    """A tick's routing runs after the batch's ticks (``streams.app.routed_later``). A router
+    that fails must send the record that let the tick through to the DLQ under that record's
+    topic: a tick released by a repayment once went there labelled clock.ticks."""
+    from types import SimpleNamespace
+
+    from streams.app import routed_later
+    from streams.detector import Effects
+
+    book = generate(20, date(2026, 3, 1), 60, seed=6)
+    until = parse_instant(max(r.event_time for r in book))
+    events = [o.value for o in replay([r.as_line() for r in book], until) if o.topic == "overdue.events"]
+    routed = [(e, codec.encode("OverdueEvent", e)) for e in events]
+    repayment = SimpleNamespace(key=b"L1", value=b"repayment bytes", partition=3, offset=41)
+    tick = SimpleNamespace(key=None, value=b"tick bytes", partition=3, offset=7)
+    later = [(repayment, "loan.repayments", 3, Effects(routed=routed), None), (tick, "clock.ticks", 3, None, until)]
+    pointed: list[int] = []
+    policy = load_policy(None)
+    entries = routed_later(later, LoanRouters(policy, lambda name, key: None, 12), pointed.append)
+    assert pointed == [3, 3]
+    assert [(record, logical) for record, logical, _ in entries] == [(repayment, "loan.repayments"), (tick, "clock.ticks")]
+    assert entries[0][2].sends and not any(s.topic == "duewatch.dlq" for _, _, e in entries for s in e.sends)
+
+    def broken(name: str, key: str):
+        raise RuntimeError("store unavailable")
+
+    entries = routed_later(later[:1], LoanRouters(policy, broken, 12), pointed.append)
+    [(record, logical, effects)] = entries
+    [dlq] = effects.sends
+    headers = dict(dlq.headers)
+    assert (dlq.topic, dlq.key, dlq.value) == ("duewatch.dlq", b"L1", b"repayment bytes")
+    assert headers["source_topic"] == b"loan.repayments" and headers["reason"] == b"INTERNAL_ERROR"
+    assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"41")
