@@ -34,7 +34,7 @@ def test_intake_rate_of_an_unfinished_intake_uses_the_last_sample() -> None:
 def test_report_says_pass_and_miss_with_the_numbers() -> None:
     r = e2e.Result(loans=100_000, partitions=12, schedules=100_000, repayments=400_000)
     r.baseline = {"rate": 100_000.0, "seconds": 5.0, "consume_seconds": 3.0, "cpu_seconds": 4.0}
-    r.worker_rate, r.worker_seconds, r.worker_records, r.worker_complete = 70_000.0, 7.0, 490_000, True
+    r.worker_rate, r.worker_seconds, r.worker_records, r.worker_complete = 70_000.0, 17.0, 490_000, True
     r.cpu = {"worker": 1.0, "broker": 0.5, "bench": 0.1, "others": 0.0}
     r.worker_ready_s = 3.0
     r.catch_up = {"at": "2026-03-24T23:59:00+08:00", "transitions": 500_000, "seconds": 50.0, "rate": 10_000.0,
@@ -54,6 +54,10 @@ def test_report_says_pass_and_miss_with_the_numbers() -> None:
     assert "1.00 % of the book" in body
     assert "| 4.0 s (→ ~13 s at 1,000,000) | < 30 s at 1,000,000 loans | PASS |" in body
     assert "two workers" not in body  # not measured: no row
+    r.worker_seconds = 3.0  # known to ±2.8 s: a rate, no verdict
+    body = e2e.report(r)
+    assert "| 70,000 records/s (a 3.0 s window: too short to judge) | ≥ 50,000 records/s | n/a |" in body
+    assert "| 70.0 % (a 3.0 s window: too short to judge) | ≥ 60 % | n/a |" in body
 
 
 def test_report_compares_two_workers_with_one() -> None:
@@ -73,7 +77,7 @@ def test_report_compares_two_workers_with_one() -> None:
 def test_report_of_a_failed_rebuild_and_a_capped_intake() -> None:
     r = e2e.Result(loans=10, partitions=3, schedules=10, repayments=30)
     r.baseline = {"rate": 1_000.0}
-    r.worker_rate = 10.0
+    r.worker_rate, r.worker_seconds = 10.0, 150.0
     r.restart = {"seconds": 2.0, "stop_seconds": 1.0, "failed": True, "loans": 0, "lines": [], "failures": 1,
                  "error": "faust.exceptions.KeyDecodeError: bad key"}  # fmt: skip
     r.notes.append("intake capped")
