@@ -15,6 +15,7 @@ comes back, wait for the acknowledgements, then write the states.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .core.routing import Policy, RoutingError, bureau, collections, notificatio
 from .core.routing.common import Output
 from .core.wakeups import WakeIndex
 from .detector import Send, dlq_send
+
+log = logging.getLogger("duewatch")
 
 NOTIFY_BY_BORROWER = "notify-by-borrower"
 PARTNER_ITEMS = "partner-items"
@@ -160,6 +163,16 @@ class StateCache:
         self._data.clear()
 
 
+def _stuck(after: datetime | None, due: datetime, router: str) -> bool:
+    """True (and logged) when a router's tick at ``due`` left something due by then: ticking it
+    again would loop forever and stop the whole agent (it once did). What is left waits for the
+    next tick, and every tick logs it again."""
+    if after is None or after > due:
+        return False
+    log.error("the %s router made no progress at its due instant; left for the next tick", router)
+    return True
+
+
 def _bad(key: bytes | None, value: bytes, exc: Exception, topic: str, partition: int, offset: int) -> RouterEffects:
     reason = errors.UNDECODABLE if isinstance(exc, codec.DecodeError) else errors.INVALID_FIELD
     error = errors.InvalidRecord(reason, str(exc)[:200])
@@ -260,6 +273,8 @@ class LoanRouters:
             while (due := bureau.next_due(state)) is not None and due <= clock:
                 state, out = bureau.step_tick(state, due, self.policy)
                 effects.route(out)
+                if _stuck(bureau.next_due(state), due, BUREAU_TABLE):
+                    break
             self.cache.put(effects, BUREAU_TABLE, loan_id, state)
             index.set(loan_id, bureau.next_due(state))
         marker = codec.encode("Tick", {"as_of": clock})
@@ -346,6 +361,8 @@ class PartnerDigests:
             while (due := partners.next_due(state)) is not None and due <= clock:
                 state, out = partners.step_tick(state, partner_id, due, self.policy)
                 effects.route(out)
+                if _stuck(partners.next_due(state), due, PARTNER_TABLE):
+                    break
             self.cache.put(effects, PARTNER_TABLE, partner_id, state)
             index.set(partner_id, partners.next_due(state))
         return effects

@@ -362,3 +362,22 @@ def test_records_are_keyed_by_loan_and_notices_by_borrower() -> None:
     run = Run(replace(POLICY, bureau_lead_time=timedelta(0)))
     run.ev(opened(loan="L7", borrower="B9"))
     assert {(t, k) for t, k, _ in run.out} == {("notify.requests", "B9"), ("bureau.records", "L7")}
+
+
+def test_a_record_held_again_at_the_instant_of_the_last_tick_is_released_by_that_instant() -> None:
+    """Late data: the opening is retracted after its record went out and the loan opens again
+    at the same instant, so a new record is held until the very instant of the last tick. The
+    shells tick a loan at its next_due until nothing is due; that tick used to answer with its
+    old outputs and leave the record held: the worker's detector agent looped forever (found by
+    the stream-equals-replay property test in a clean clone)."""
+    run = Run()
+    first = opened()
+    run.ev(first)
+    [released] = run.tick(RELEASE_AT)
+    run.ev(retraction(first, at("2026-03-17T10:00:00+08:00")))
+    run.ev(opened(event_id="E-reopened"))
+    assert br.next_due(run.state) == RELEASE_AT == run.state.last_tick
+    again = run.tick(br.next_due(run.state))
+    assert [r["record_id"] for r in again] != [released["record_id"]] and len(again) == 1
+    assert br.next_due(run.state) is None  # progress: the shells' loop ends
+    assert run.tick(RELEASE_AT) == [released, *again]  # the same tick once more re-sends all it released

@@ -204,3 +204,19 @@ def test_state_and_ledger_round_trip() -> None:
     assert pr.state_from_bytes(pr.state_to_bytes(state)) == state
     ledger = run.ledgers["L1"]
     assert pr.ledger_from_bytes(pr.ledger_to_bytes(ledger)) == ledger
+
+
+def test_a_late_item_for_a_digest_sent_at_that_very_instant_is_sent_by_that_instant() -> None:
+    """The shells tick a partner at its next_due until nothing is due. A supplement due at the
+    instant of the last tick used to get that tick's outputs back and stay queued: the worker's
+    partner stage looped forever."""
+    run = Run()
+    run.ev(opened(partners=("P-DG",)))
+    digest_at = at("2026-03-17T07:00:00+08:00")
+    [digest] = run.tick(digest_at)
+    run.ev(opened("2026-03-16T20:00:00+08:00", loan="L9", partners=("P-DG",)))  # arrives late
+    assert pr.next_due(run.states["P-DG"]) == digest_at
+    [supplement] = run.tick(digest_at)
+    assert [i["loan_id"] for i in supplement["items"]] == ["L9"] and supplement["share_id"] != digest["share_id"]
+    assert pr.next_due(run.states["P-DG"]) is None
+    assert run.tick(digest_at) == [digest, supplement]  # the same tick once more re-sends all it sent

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 
 from streams import codec
 from streams.book import generate
@@ -122,3 +122,33 @@ def test_deferred_routing_keeps_order_and_a_failing_router_dead_letters_the_reco
     assert (dlq.topic, dlq.key, dlq.value) == ("duewatch.dlq", b"L1", b"repayment bytes")
     assert headers["source_topic"] == b"loan.repayments" and headers["reason"] == b"INTERNAL_ERROR"
     assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"41")
+
+
+def test_the_bureau_shell_releases_a_record_held_again_at_its_last_tick_and_stops(caplog) -> None:
+    """The shell ticks a loan until nothing is due by the clock. A record held again at the very
+    instant of the last tick (retracted opening, re-opened) once made that loop spin forever."""
+    from streams.core.routing import bureau
+    from streams.routing_shell import BUREAU_TABLE, _stuck
+    from tests.unit.test_routing_bureau import RELEASE_AT, opened
+    from tests.unit.test_routing_support import at, retraction
+
+    table: dict = {}
+    routers = LoanRouters(load_policy(None), lambda name, key: table.get((name, key)), 1)
+
+    def send(*events):
+        effects = routers.on_events(0, [(e, codec.encode("OverdueEvent", e)) for e in events])
+        for name, key, state in effects.writes:
+            table[(name, key)] = encode(name, state)
+
+    def bureau_records(effects) -> list:
+        return [s for s in effects.sends if s.topic == "bureau.records"]
+
+    first = opened()
+    send(first)
+    assert len(bureau_records(routers.on_tick(0, RELEASE_AT))) == 1
+    send(retraction(first, at("2026-03-17T10:00:00+08:00")))
+    send(opened(event_id="E-reopened"))
+    assert len(bureau_records(routers.on_tick(0, RELEASE_AT + timedelta(seconds=1)))) == 1
+    assert bureau.next_due(routers.cache.get(BUREAU_TABLE, "L1")) is None
+    assert not _stuck(None, RELEASE_AT, BUREAU_TABLE) and not _stuck(RELEASE_AT + timedelta(1), RELEASE_AT, "x")
+    assert _stuck(RELEASE_AT, RELEASE_AT, BUREAU_TABLE) and "made no progress" in caplog.text

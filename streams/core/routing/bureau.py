@@ -461,14 +461,22 @@ def _retract(
 
 
 def step_tick(state: BureauState, as_of: datetime, policy: Policy) -> tuple[BureauState, list[Output]]:
-    """The tick clock reached ``as_of``: release the held records due by then (each at its own instant)."""
+    """The tick clock reached ``as_of``: release the held records due by then (each at its own instant).
+
+    The same tick again re-sends what that instant released (a redelivered tick repeats its
+    outputs, as a redelivered event does), unless something new is due by it: late data can
+    hold a record again at that very instant (a retracted opening, re-opened), and answering
+    with the old outputs left it held; the shells, which tick a loan until nothing is due,
+    then looped forever."""
     as_of = utc(as_of)
-    if state.last_tick is not None and as_of == state.last_tick:
-        return state, list(state.last_tick_outputs)
+    earlier = state.last_tick_outputs if state.last_tick == as_of else ()
+    due = next_due(state)
+    if earlier and (due is None or due > as_of):
+        return state, list(earlier)
     state, outputs = _release_due(state, as_of)
     state = replace(state, clock=later(state.clock, as_of))
     if outputs:
-        state = replace(state, last_tick=as_of, last_tick_outputs=tuple(outputs))
+        state = replace(state, last_tick=as_of, last_tick_outputs=(*earlier, *outputs))
     return state, outputs
 
 

@@ -294,10 +294,16 @@ def step_item(
 def step_tick(
     state: PartnerState, partner_id: str, as_of: datetime, policy: Policy
 ) -> tuple[PartnerState, list[Output]]:
-    """The tick clock reached ``as_of``: send every digest due by then (each dated at its digest instant)."""
+    """The tick clock reached ``as_of``: send every digest due by then (each dated at its digest instant).
+
+    The same tick again re-sends what that instant sent, unless something new is due by it: an
+    item that arrives after its day's digest was sent at that very instant queues a supplement
+    due then, and answering with the old outputs left it queued; the shells, which tick a
+    partner until nothing is due, then looped forever."""
     as_of = utc(as_of)
-    if state.last_tick is not None and as_of == state.last_tick:
-        return state, list(state.last_tick_outputs)
+    earlier = state.last_tick_outputs if state.last_tick == as_of else ()
+    if earlier and all(d.due > as_of for d in state.pending):
+        return state, list(earlier)
     tz = zone(policy.partners[partner_id].timezone) if partner_id in policy.partners else UTC
     due = sorted((d for d in state.pending if d.due <= as_of), key=lambda d: (d.due, d.day, d.supplement))
     outputs: list[Output] = []
@@ -324,7 +330,7 @@ def step_tick(
     state = replace(state, pending=tuple(d for d in state.pending if d.due > as_of), sent=sent,
                     clock=later(state.clock, as_of))
     if outputs:
-        state = replace(state, last_tick=as_of, last_tick_outputs=tuple(outputs))
+        state = replace(state, last_tick=as_of, last_tick_outputs=(*earlier, *outputs))
     return state, outputs
 
 
