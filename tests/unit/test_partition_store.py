@@ -73,7 +73,11 @@ async def test_record_batches_split_at_the_producers_batch_size_and_keep_every_r
     kafka = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=1024)  # never started
     records = [(f"L{i}".encode(), bytes([i]) * 300, [("reason", b"R%d" % i)] if i % 3 == 0 else []) for i in range(10)]
     records += [(b"big", b"x" * 5000, []), (None, b"keyless", [])]
-    batches = list(record_batches(kafka, records))
+    try:
+        batches = list(record_batches(kafka, records))
+        assert list(record_batches(kafka, [])) == []
+    finally:
+        await kafka.stop()
     assert len(batches) > 2  # ~3 records of 300 B per 1 KB batch; the 5 KB one alone
     assert sum(count for _, count in batches) == len(records)
     read = []
@@ -82,4 +86,3 @@ async def test_record_batches_split_at_the_producers_batch_size_and_keep_every_r
         got = list(MemoryRecords(bytes(batch._build())).next_batch())  # the bytes the broker gets
         read += [(r.key, r.value, list(r.headers)) for r in got]
     assert read == [(key, value, list(headers)) for key, value, headers in records]
-    assert list(record_batches(kafka, [])) == []
