@@ -504,6 +504,18 @@ def create_app(cfg: Settings) -> faust.App:
                 sent.acks.append(await kafka.send_batch(batch, topic, partition=partition))
         sent.upto = len(entries)
 
+    async def issue_early(entries: list[Entry], sent: Sent, acknowledged: bool = False) -> None:
+        """``issue`` ahead of the batch's ``flush`` (and, if ``acknowledged``, wait for the broker's
+        acknowledgements); a failure is left to ``flush``, which issues them again and reports it."""
+        try:
+            await issue(entries, sent)
+            if acknowledged and sent.acks:
+                await asyncio.wait(sent.acks)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - flush reports what fails
+            pass
+
     async def perform(entries: list[Entry], sent: Sent | None = None) -> None:
         """Send everything a batch caused (what ``sent`` says is out already is not sent again), in
         order; wait for every acknowledgement once; then write each changed state once (its last
@@ -629,17 +641,10 @@ def create_app(cfg: Settings) -> faust.App:
         few KB to decode and encode again), and nothing downstream of overdue.events waits on
         them: running them after every tick of the batch is what keeps the detection latency
         the detector's own. Before the routers take the loop, the events are handed to the broker
-        and acknowledged (an error is left for ``flush`` to report)."""
+        and acknowledged."""
         if not later:
             return
-        try:
-            await issue(entries, sent)
-            if sent.acks:
-                await asyncio.wait(sent.acks)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
-            pass
+        await issue_early(entries, sent, acknowledged=True)
         entries += routed_later(later, loan_routers, point)
         later.clear()
 
@@ -734,12 +739,7 @@ def create_app(cfg: Settings) -> faust.App:
             # A tick's events leave now, while the next partition's tick is handled, rather than
             # after the whole batch: that wait was half of the detection latency.
             ticks += 1
-            try:
-                await issue(entries, sent)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - flush issues them again and reports what fails
-                pass
+            await issue_early(entries, sent)
             await asyncio.sleep(0)  # the producer's sender runs only when the batch lets it
         for logical, n in taken.items():
             consumed[logical].inc(n)

@@ -163,6 +163,23 @@ class StateCache:
         self._data.clear()
 
 
+def _tick_through(
+    state: Any, clock: datetime, next_due: Callable[[Any], datetime | None],
+    step: Callable[[Any, datetime], tuple[Any, list[Output]]], router: str,
+) -> tuple[Any, list[Output], datetime | None]:
+    """Tick ``state`` instant by instant, as replay does (``core.routing.engine.Routers.on_tick``),
+    until nothing is due by ``clock``: the new state, what it sent, and its next wake-up."""
+    outputs: list[Output] = []
+    due = next_due(state)
+    while due is not None and due <= clock:
+        state, out = step(state, due)
+        outputs += out
+        due, ticked = next_due(state), due
+        if _stuck(due, ticked, router):
+            break
+    return state, outputs, due
+
+
 def _stuck(after: datetime | None, due: datetime, router: str) -> bool:
     """True (and logged) when a router's tick at ``due`` left something due by then: ticking it
     again would loop forever and stop the whole agent (it once did). What is left waits for the
@@ -269,14 +286,12 @@ class LoanRouters:
             state = self.cache.get(BUREAU_TABLE, loan_id)
             if state is None:
                 continue
-            # Instant by instant, as replay does (core.routing.engine.Routers.on_tick).
-            while (due := bureau.next_due(state)) is not None and due <= clock:
-                state, out = bureau.step_tick(state, due, self.policy)
-                effects.route(out)
-                if _stuck(bureau.next_due(state), due, BUREAU_TABLE):
-                    break
+            state, out, due = _tick_through(
+                state, clock, bureau.next_due, lambda s, at: bureau.step_tick(s, at, self.policy), BUREAU_TABLE
+            )
+            effects.route(out)
             self.cache.put(effects, BUREAU_TABLE, loan_id, state)
-            index.set(loan_id, bureau.next_due(state))
+            index.set(loan_id, due)
         marker = codec.encode("Tick", {"as_of": clock})
         headers = [(MARKER_HEADER, str(partition).encode())]
         effects.sends += [Send(PARTNER_ITEMS, None, marker, target, headers) for target in range(self.partitions)]
@@ -358,11 +373,11 @@ class PartnerDigests:
             state = self.cache.get(PARTNER_TABLE, partner_id)
             if state is None:
                 continue
-            while (due := partners.next_due(state)) is not None and due <= clock:
-                state, out = partners.step_tick(state, partner_id, due, self.policy)
-                effects.route(out)
-                if _stuck(partners.next_due(state), due, PARTNER_TABLE):
-                    break
+            state, out, due = _tick_through(
+                state, clock, partners.next_due,
+                lambda s, at, partner_id=partner_id: partners.step_tick(s, partner_id, at, self.policy), PARTNER_TABLE,
+            )  # fmt: skip
+            effects.route(out)
             self.cache.put(effects, PARTNER_TABLE, partner_id, state)
-            index.set(partner_id, partners.next_due(state))
+            index.set(partner_id, due)
         return effects

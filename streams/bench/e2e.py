@@ -905,14 +905,19 @@ async def timed_tick(
 # --------------------------------------------------------------------------- report
 
 
+def judgeable(seconds: float) -> bool:
+    """Whether a rate read over a window of ``seconds`` earns a verdict: its ends are known to a
+    commit interval (2.8 s), so a window shorter than that over ``MAX_WINDOW_ERROR`` is not."""
+    return seconds >= FAUST_COMMIT_INTERVAL / MAX_WINDOW_ERROR
+
+
 def report(r: Result) -> str:
     b = r.baseline
     base_rate = float(b.get("rate", 0.0))
     ratio = r.worker_rate / base_rate if base_rate else 0.0
     m, c, rs = r.midnight, r.catch_up, r.restart
     ms = lambda s: f"{1000 * s:,.0f} ms"  # noqa: E731
-    # A rate over a window known to worse than ±20 % (commits every 2.8 s) gets no verdict.
-    judged = r.worker_seconds >= FAUST_COMMIT_INTERVAL / MAX_WINDOW_ERROR
+    judged = judgeable(r.worker_seconds)
     short = "" if judged else f" (a {r.worker_seconds:.1f} s window: too short to judge)"
     rows = [
         ("plain aiokafka loop (consume + produce 1:1, subprocess)",
@@ -924,9 +929,8 @@ def report(r: Result) -> str:
     ]  # fmt: skip
     if r.pair:
         scale = r.pair["rate"] / r.worker_rate if r.worker_rate else 0.0
-        # Either window known to worse than ±20 % (commits every 2.8 s): the ratio says nothing.
         shortest = min(r.worker_seconds, r.pair["seconds"])
-        comparable = shortest >= FAUST_COMMIT_INTERVAL / MAX_WINDOW_ERROR
+        comparable = judgeable(shortest)  # either window too short: the ratio says nothing
         rows.append((
             "two workers in one group, fresh state (12 partitions: 6 each), intake / one worker's",
             f"{r.pair['rate']:,.0f} records/s = {scale:.2f}×" + ("" if r.pair["complete"] else " (not finished)")
