@@ -696,10 +696,9 @@ def create_app(cfg: Settings) -> faust.App:
         effects = detector.handle(
             logical, partition, message.offset, message.key, message.value, datetime.now(UTC)
         )
-        entries += [
-            (message, logical, effects),
-            (message, logical, loan_routers.on_events(partition, effects.routed)),
-        ]
+        entries.append((message, logical, effects))
+        if effects.routed:  # most records change a loan without a transition: nothing to route
+            entries.append((message, logical, loan_routers.on_events(partition, effects.routed)))
         released = gate.note(TP(message.topic, partition), message.offset)
         if released is None:
             return False

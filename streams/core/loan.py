@@ -181,8 +181,8 @@ def apply_repayment(state: LoanState, repayment: Repayment, now: datetime | None
     """Accept a payment or reversal (or refuse it with ``InvalidRecord``) and emit what follows from it."""
     if repayment.loan_id != state.loan_id:
         raise errors.InvalidRecord(errors.KEY_MISMATCH, "repayment for another loan")
-    by_id = {r.payment_id: r for r in state.repayments}
-    existing = by_id.get(repayment.payment_id)
+    # A scan, not a dict of the loan's payments: a loan holds a handful, and this runs per record.
+    existing = _payment(state.repayments, repayment.payment_id)
     if existing is not None:
         if existing == repayment:
             return replace(_advance(state, now, cfg), duplicate=True)
@@ -190,7 +190,7 @@ def apply_repayment(state: LoanState, repayment: Repayment, now: datetime | None
     if state.schedules and repayment.currency != state.schedules[0].currency:
         raise errors.InvalidRecord(errors.CURRENCY_MISMATCH, "currency differs from the loan's")
     if repayment.kind == REVERSAL:
-        target = by_id.get(repayment.reverses or "")
+        target = _payment(state.repayments, repayment.reverses)
         if target is None or target.kind != PAYMENT:
             raise errors.InvalidRecord(errors.UNKNOWN_PAYMENT, "reversal of an unknown payment")
         if any(r.kind == REVERSAL and r.reverses == target.payment_id for r in state.repayments):
@@ -199,8 +199,16 @@ def apply_repayment(state: LoanState, repayment: Repayment, now: datetime | None
             raise errors.InvalidRecord(errors.REVERSAL_BEFORE_PAYMENT, "reversal dated before the payment")
         if repayment.amount != target.amount:
             raise errors.InvalidRecord(errors.REVERSAL_AMOUNT_MISMATCH, "reversal amount differs from the payment's")
-    new = replace(state, repayments=(*state.repayments, repayment))
+    new = LoanState(state.loan_id, state.schedules, (*state.repayments, repayment), state.carry, state.retracted)
     return _settle_record(state, new, repayment.paid_at, now, cfg)
+
+
+def _payment(repayments: tuple[Repayment, ...], payment_id: str | None) -> Repayment | None:
+    """The accepted record with ``payment_id`` (None: none)."""
+    for r in repayments:
+        if r.payment_id == payment_id:
+            return r
+    return None
 
 
 def tick(state: LoanState, now: datetime, cfg: EngineConfig) -> Outcome:

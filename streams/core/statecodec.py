@@ -14,8 +14,10 @@ header (an orjson array), then the state exactly as without a header.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -26,6 +28,7 @@ from .timeline import Carry
 
 VERSION = 1
 _HEADED = 0x02  # first byte of a state with a summary header (a bare state starts with "[")
+_HEAD_MARK = bytes((_HEADED,))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
@@ -47,6 +50,17 @@ def _schedule(s: LoanSchedule) -> list:
         s.grace_days, s.tolerance, s.penalty_rate_bps, s.late_fee, s.business_day_convention, s.calendar,
         list(s.partners), s.contact.locale, list(s.contact.channels),
     ]
+
+
+def _stored(value: LoanSchedule | Repayment | Carry, encode: Callable[[Any], list]) -> orjson.Fragment:
+    """``value``'s stored form, encoded once: a state is written after every record, and its
+    schedules, earlier repayments and often its carry are the same objects each time
+    (``stored_form`` memo)."""
+    form = value.stored_form
+    if form is None:
+        form = orjson.Fragment(orjson.dumps(encode(value)))
+        object.__setattr__(value, "stored_form", form)
+    return form
 
 
 def _unschedule(loan_id: str, a: list) -> LoanSchedule:
@@ -122,7 +136,7 @@ def dumps(state: LoanState, summary: Summary | None = None) -> bytes:
             summary.hold // _MICRO, summary.bucket, summary.currency, summary.overdue, summary.held,
         ]
     )  # fmt: skip
-    return bytes((_HEADED,)) + len(head).to_bytes(2, "big") + head + body
+    return b"".join((_HEAD_MARK, len(head).to_bytes(2, "big"), head, body))
 
 
 def peek(data: bytes) -> Summary | None:
@@ -140,8 +154,8 @@ def peek(data: bytes) -> Summary | None:
 def _body(state: LoanState) -> bytes:
     return orjson.dumps(
         [
-            VERSION, state.loan_id, [_schedule(s) for s in state.schedules],
-            [_repayment(r) for r in state.repayments], _carry(state.carry), sorted(state.retracted),
+            VERSION, state.loan_id, [_stored(s, _schedule) for s in state.schedules],
+            [_stored(r, _repayment) for r in state.repayments], _stored(state.carry, _carry), sorted(state.retracted),
         ]
     )
 

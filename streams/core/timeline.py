@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from . import events as ev
 from .config import EngineConfig
@@ -47,6 +48,9 @@ class Carry:
     timed_next: datetime | None = None
     # Outstanding of the past-due instalments at the cursor (what the loan owes overdue).
     total_overdue: int = 0
+    # Its stored form once encoded (``statecodec``): a record that does not move the cursor leaves
+    # the carry as it was, and the state is written again. A memo: not part of the value.
+    stored_form: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 class Ledger:
@@ -55,10 +59,15 @@ class Ledger:
     __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective", "_plans")
 
     def __init__(self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment]) -> None:
-        points = sorted({s.effective_at for s in schedules})
-        in_effect: list[LoanSchedule] = []
-        for point in points:
-            in_effect.append(max((s for s in schedules if s.effective_at <= point), key=lambda s: s.revision))
+        # A ledger is built for every record a loan takes: the usual one schedule and a few
+        # payments take the short paths.
+        if len(schedules) == 1:
+            points, in_effect = [schedules[0].effective_at], list(schedules)
+        else:
+            points = sorted({s.effective_at for s in schedules})
+            in_effect = [
+                max((s for s in schedules if s.effective_at <= point), key=lambda s: s.revision) for point in points
+            ]
         deltas: dict[datetime, int] = {}
         for r in repayments:
             deltas[r.paid_at] = deltas.get(r.paid_at, 0) + (r.amount if r.kind == PAYMENT else -r.amount)
@@ -73,8 +82,8 @@ class Ledger:
         self._pay_points = pay_points
         self._paid = paid
         self.first_effective: datetime | None = points[0] if points else None
-        instants = sorted(set(points).union(pay_points))
-        if points:
+        instants = sorted(set(points).union(pay_points)) if pay_points else points
+        if points and instants[0] < points[0]:
             instants = instants[bisect_left(instants, points[0]) :]
         self.record_instants: list[datetime] = instants
         self._plans: dict[int, SchedulePlan] = {}
