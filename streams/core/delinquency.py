@@ -50,8 +50,12 @@ def _plan(
 
 
 def plan_for(schedule: LoanSchedule, reminder_days: tuple[int, ...], reminder_time: time) -> SchedulePlan:
-    """The (cached) calendar plan of ``schedule``."""
-    return _plan(
+    """The calendar plan of ``schedule`` (kept on the schedule for these reminder settings, and
+    shared between schedules with the same calendar facts)."""
+    memo = schedule.plan_memo
+    if memo is not None and memo[0] == reminder_days and memo[1] == reminder_time:
+        return memo[2]
+    plan = _plan(
         schedule.timezone,
         schedule.calendar,
         schedule.business_day_convention,
@@ -59,6 +63,8 @@ def plan_for(schedule: LoanSchedule, reminder_days: tuple[int, ...], reminder_ti
         reminder_days,
         reminder_time,
     )
+    object.__setattr__(schedule, "plan_memo", (reminder_days, reminder_time, plan))
+    return plan
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,9 @@ class LoanSchedule:
     # Its stored form once encoded (``statecodec``), kept because a loan's state is written again
     # after every record while its schedule rarely changes. A memo: not part of the value.
     stored_form: Any = field(default=None, init=False, repr=False, compare=False)
+    # Its calendar plan once computed (``delinquency.plan_for``), kept because every tick of the
+    # loan needs it and building the plan cache's key alone costs a pass over the instalments.
+    plan_memo: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -357,3 +357,18 @@ def test_dst_gap_at_midnight_cut_off_is_the_first_valid_instant() -> None:
     opened = kinds_full(events)[0]
     assert opened["as_of"].isoformat() == "2026-09-06T01:00:00-03:00"
     assert opened["dpd"] == 1 and timedelta(0) == timedelta(0)
+
+
+def test_a_schedule_planned_under_other_reminder_settings_gets_their_reminders() -> None:
+    """A schedule keeps its calendar plan for the next tick; a worker (or a test) that plans the
+    same schedule object with other reminder settings must not be handed the kept one."""
+    from datetime import time
+
+    from streams.core.delinquency import plan_for
+
+    s = schedule(dues=[("2026-03-15", 1000)])
+    default = plan_for(s, (3, 1), time(9, 0))
+    assert plan_for(s, (3, 1), time(9, 0)) is default
+    other = plan_for(s, (2,), time(10, 30))
+    assert len(other.reminders[0]) == 1 and other.reminders[0] != default.reminders[0][:1]
+    assert plan_for(s, (3, 1), time(9, 0)).reminders == default.reminders
