@@ -94,3 +94,33 @@ def test_encoded_parts_kept_between_writes_give_the_bytes_of_a_fresh_encoding() 
         assert statecodec.dumps(state) == statecodec.dumps(fresh)  # the kept forms, on both
         written += 1
     assert written == len(items) and len(stream.state.schedules) == 2 and stream.state.carry.open
+
+
+def test_kept_encoded_forms_hold_their_size_not_the_encoder_buffer() -> None:
+    """orjson writes into a ~4 KB block and hands it back shrunk in place: kept for the life of a
+    cached state, every repayment's form held ~4 KB (a 50,000-loan worker: 0.4 -> 1.4 GB).
+    Measured in a fresh interpreter, by its resident memory around 20,000 kept forms."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from datetime import UTC, datetime
+        from streams.core import statecodec
+        from streams.core.records import Repayment
+
+        def resident() -> int:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096
+
+        paid = datetime(2026, 3, 1, tzinfo=UTC)
+        rs = [Repayment(f"P{i:07d}", "L1", 1000 + i, "CNY", paid, "app", "PAYMENT") for i in range(20_000)]
+        before = resident()
+        for r in rs:
+            statecodec._stored(r, statecodec._repayment)
+        print((resident() - before) // len(rs))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 1024, f"{out.stdout.strip()} bytes per kept repayment form"
