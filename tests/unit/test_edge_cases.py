@@ -372,3 +372,26 @@ def test_a_schedule_planned_under_other_reminder_settings_gets_their_reminders()
     other = plan_for(s, (2,), time(10, 30))
     assert len(other.reminders[0]) == 1 and other.reminders[0] != default.reminders[0][:1]
     assert plan_for(s, (3, 1), time(9, 0)).reminders == default.reminders
+
+
+def test_event_ids_are_those_earlier_releases_gave() -> None:
+    """A record processed again after an upgrade must re-send the ids the old release sent, or a
+    consumer cannot recognise the repeat: the id's hash input is a contract. Pinned ids of one
+    story (reminders, an opening, its retraction by a late payment, a later opening)."""
+    stream = Stream().run(
+        [
+            schedule(dues=[("2026-03-15", 100_000, 500, 100), ("2026-04-15", 100_000)], penalty_rate_bps=3650, late_fee=300, partners=["P1"]),
+            at("2026-03-20"),
+            payment("p1", 100_600, "2026-03-15T18:00"),
+            at("2026-04-30"),
+        ]
+    )
+    assert [(e["type"], e["event_id"]) for e in stream.events] == [
+        ("DUE_SOON", "4a3ed7a0d0cb47927afcc9e88b90b85a"),
+        ("DUE_SOON", "c351139fdfc95f64832067b5a79fa8f7"),
+        ("OVERDUE_OPENED", "a9cba7bbdc3056f87af4b0c64a5f6432"),
+        ("OVERDUE_RETRACTED", "5bf8a5086fe68521eb72523f7218d90b"),
+        ("DUE_SOON", "3de54b174030c5108dcb84f788ac5e97"),
+        ("DUE_SOON", "d1a4720aa521a4531f15b6d134310486"),
+        ("OVERDUE_OPENED", "3c3fb532823e907f3da032f0b4c6beb7"),
+    ]
