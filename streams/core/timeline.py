@@ -56,7 +56,7 @@ class Carry:
 class Ledger:
     """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'."""
 
-    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective", "_plans")
+    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective")
 
     def __init__(self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment]) -> None:
         # A ledger is built for every record a loan takes: the usual one schedule and a few
@@ -86,14 +86,6 @@ class Ledger:
         if points and instants[0] < points[0]:
             instants = instants[bisect_left(instants, points[0]) :]
         self.record_instants: list[datetime] = instants
-        self._plans: dict[int, SchedulePlan] = {}
-
-    def plan(self, schedule: LoanSchedule, cfg: EngineConfig) -> SchedulePlan:
-        """The calendar plan of one of this ledger's schedules, computed once per ledger."""
-        plan = self._plans.get(schedule.revision)
-        if plan is None:
-            plan = self._plans[schedule.revision] = plan_for(schedule, cfg.reminder_days, cfg.reminder_time)
-        return plan
 
     def schedule_at(self, t: datetime) -> LoanSchedule | None:
         """The schedule in effect at ``t``: the highest revision whose effective_at ≤ t."""
@@ -222,13 +214,14 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
     """Process instant ``at`` (> cursor): charges, then the transitions of SPEC §4 in their fixed order."""
     schedule = ledger.schedule_at(at)
     assert schedule is not None, "nothing happens before the first effective_at"
-    plan = ledger.plan(schedule, cfg)
+    plan = plan_for(schedule, cfg.reminder_days, cfg.reminder_time)
     tz = plan.tz
     penalty = carry.penalty
     if carry.cursor is not None and carry.daily_penalty:
         before = ledger.schedule_at(carry.cursor)
         assert before is not None
-        penalty += midnights_between(carry.cursor, at, ledger.plan(before, cfg).tz) * carry.daily_penalty
+        before_tz = plan_for(before, cfg.reminder_days, cfg.reminder_time).tz
+        penalty += midnights_between(carry.cursor, at, before_tz) * carry.daily_penalty
     pos = position(schedule, plan, ledger.paid_at(at), at, cfg.buckets)
     active = schedule.status == ACTIVE
     day = local_date(at, tz)
