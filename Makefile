@@ -1,7 +1,7 @@
 # duewatch — developer entry points. `make help` lists them.
 #
 # Kafka settings come from the environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
-# KAFKA_DATA_DIR (deploy/kafka/run). See streams/devkafka.py.
+# KAFKA_DATA_DIR (deploy/kafka/run). See streams/dev/broker.py.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -37,16 +37,16 @@ $(VENV_STAMP): pyproject.toml
 # --- local Kafka ---------------------------------------------------------------
 
 kafka-jars: venv
-	$(PY) -m streams.devkafka jars
+	$(PY) -m streams.dev.broker jars
 
 kafka-up: venv kafka-jars
-	$(PY) -m streams.devkafka up
+	$(PY) -m streams.dev.broker up
 
 kafka-down: venv
-	$(PY) -m streams.devkafka down
+	$(PY) -m streams.dev.broker down
 
 kafka-status: venv
-	$(PY) -m streams.devkafka status
+	$(PY) -m streams.dev.broker status
 
 # --- tools ----------------------------------------------------------------------
 # promtool, for the Prometheus rule tests in tests/deploy: Debian's `prometheus` package
@@ -108,4 +108,4 @@ demo: venv kafka-jars
 	$(VENV)/bin/duewatch demo $(DEMO_ARGS)
 
 bench: venv
-	$(PY) -m streams.bench
+	$(PY) -m streams.dev.bench

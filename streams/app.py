@@ -34,8 +34,9 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TP
 
-from . import codec, intake
-from . import settings as names
+from . import intake
+from .contracts import codec
+from .contracts import topics as names
 from .core import errors
 from .core.wakeups import WakeIndex
 from .detector import Detector, Effects, dlq_send, indexed, stored

@@ -18,7 +18,7 @@ def _instant(text: str):
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from . import jsonform
+    from .contracts import jsonform
     from .replay import replay
 
     path = Path(args.input)
@@ -52,7 +52,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             bar.stop()
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     try:
-        from . import codec
+        from .contracts import codec
 
         for output in outputs:
             record = output.as_record()
@@ -74,7 +74,7 @@ def _settings():
 
 
 def _read_lines(path: str) -> list[dict]:
-    from . import jsonform
+    from .contracts import jsonform
 
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     return [jsonform.loads(line) for line in text.splitlines() if line.strip()]
@@ -95,7 +95,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 def _cmd_consume(args: argparse.Namespace) -> int:
     import asyncio
 
-    from . import jsonform
+    from .contracts import jsonform
     from .kafkaio import consume, logical_name
 
     cfg = _settings()
@@ -222,7 +222,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from .simulate import Progress, simulate
+    from .dev.simulate import Progress, simulate
 
     cfg = _settings()
     began = time.monotonic()
@@ -244,7 +244,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .dev.demo import run_demo
 
     return run_demo(args.loans, args.days, args.speed, args.seed, args.start)
 

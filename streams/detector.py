@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from . import codec
-from . import settings as names
+from .contracts import codec
+from .contracts import topics as names
 from .core import errors, statecodec
 from .core.config import EngineConfig
 from .core.events import OverdueEvent

@@ -16,12 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from . import codec
-from . import settings as names
+from .contracts import codec
+from .contracts import topics as names
 from .settings import Settings
-
-# Topics whose key is the loan id found in the value.
-_KEY_FIELD = {names.SCHEDULES: "loan_id", names.REPAYMENTS: "loan_id", names.DISPUTES: "loan_id"}
 
 
 def logical_name(topic: str, cfg: Settings) -> str:
@@ -81,12 +78,12 @@ def encode_line(topic: str, line: Mapping[str, Any], raw: bool) -> tuple[bytes |
             raise ValueError("with --raw each line's value must be a string")
         payload = value.encode()
     else:
-        record_type = codec.TOPIC_RECORD.get(topic)
+        record_type = names.TOPIC_RECORD.get(topic)
         if record_type is None:
             raise ValueError(f"no record type for topic {topic}")
         payload = codec.encode(record_type, codec.from_json(record_type, value))
-        if key is None and topic in _KEY_FIELD:
-            key = value.get(_KEY_FIELD[topic])
+        if key is None and topic in names.KEY_FIELD:
+            key = value.get(names.KEY_FIELD[topic])
     return (None if key is None else str(key).encode()), payload
 
 
@@ -134,7 +131,7 @@ async def send_tick(cfg: Settings, as_of: datetime, producer: AIOKafkaProducer |
 
 def render(topic: str, message: Any) -> dict[str, Any]:
     """A consumed message as the JSON line of SPEC §6 `consume`."""
-    record_type = codec.TOPIC_RECORD.get(topic)
+    record_type = names.TOPIC_RECORD.get(topic)
     out: dict[str, Any] = {
         "topic": topic,
         "partition": message.partition,

@@ -14,21 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .contracts.topics import DISPUTES, DLQ, OVERDUE, REPAYMENTS, SCHEDULES, TICKS
+from .contracts.topics import EVENT_TIME_FIELD as _EVENT_TIME_FIELD
 from .core import errors
 from .core.config import REPLAY_CONFIG, EngineConfig
 from .core.dates import MICROSECOND, parse_instant
 from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
 from .core.records import parse_dispute, parse_repayment, parse_schedule, repayment_to_dict
 from .core.routing import Policy, emission_instant, route_all
-
-SCHEDULES = "loan.schedules"
-REPAYMENTS = "loan.repayments"
-TICKS = "clock.ticks"
-DISPUTES = "bureau.disputes"
-OVERDUE = "overdue.events"
-DLQ = "duewatch.dlq"
-
-_EVENT_TIME_FIELD = {SCHEDULES: "effective_at", REPAYMENTS: "paid_at", TICKS: "as_of", DISPUTES: "at"}
 
 
 @dataclass(order=True)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import codec
+from .contracts import codec
+from .contracts.topics import TOPIC_RECORD
 from .core import errors, statecodec
 from .core.routing import Policy, RoutingError, bureau, collections, notifications, partners
 from .core.routing.common import Output
@@ -40,12 +41,6 @@ LEDGER_TABLE = "partner-ledgers"
 NOTIFY_TABLE = "notifications"
 PARTNER_TABLE = "partners"
 
-_RECORD_TYPE = {
-    "notify.requests": "Notification",
-    "bureau.records": "BureauRecord",
-    "partner.shares": "PartnerShare",
-    "collections.tasks": "CollectionTask",
-}
 
 Load = Callable[[str, str], bytes | None]
 
@@ -112,7 +107,7 @@ class RouterEffects:
 
     def route(self, outputs: list[Output]) -> None:
         for topic, key, value in outputs:
-            self.sends.append(Send(topic, key.encode(), codec.encode(_RECORD_TYPE[topic], value), None))
+            self.sends.append(Send(topic, key.encode(), codec.encode(TOPIC_RECORD[topic], value), None))
             self.routed[topic] += 1
 
 

@@ -14,21 +14,6 @@ from typing import Any
 
 from .core.config import EngineConfig
 
-# Logical topic names (SPEC §1); a deployment may prefix them.
-SCHEDULES = "loan.schedules"
-REPAYMENTS = "loan.repayments"
-TICKS = "clock.ticks"
-DISPUTES = "bureau.disputes"
-OVERDUE = "overdue.events"
-NOTIFY = "notify.requests"
-BUREAU = "bureau.records"
-PARTNER = "partner.shares"
-COLLECTIONS = "collections.tasks"
-DLQ = "duewatch.dlq"
-INPUT_TOPICS = (SCHEDULES, REPAYMENTS, TICKS, DISPUTES)
-OUTPUT_TOPICS = (OVERDUE, NOTIFY, BUREAU, PARTNER, COLLECTIONS, DLQ)
-ALL_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -16,7 +16,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import codec
+from .contracts import codec
 from .core import statecodec
 from .core.config import EngineConfig
 from .core.loan import wake_at

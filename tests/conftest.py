@@ -1,7 +1,7 @@
 """Shared fixtures: a real Kafka broker for the session, fresh topics, Faust worker processes.
 
 - ``kafka_bootstrap``: "host:port". Uses $KAFKA_BOOTSTRAP_SERVERS when set, otherwise starts
-  a single-node KRaft broker (streams/devkafka.py) on free ports in a temp dir for the session.
+  a single-node KRaft broker (streams/dev/broker.py) on free ports in a temp dir for the session.
 - ``kafka_config``: aiokafka client kwargs (bootstrap + the KAFKA_SECURITY_PROTOCOL/SASL/SSL env).
 - ``new_topic``: ``await new_topic(partitions=3)`` creates a uniquely named topic, deleted at teardown
   (``new_topic.track(name)`` deletes other topics too, e.g. the ones a Faust worker created).
@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from streams import devkafka
-from streams.procs import WorkerProcess
+from streams.dev import broker as devkafka
+from streams.dev.procs import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

@@ -18,9 +18,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams import devkafka, kafkaio
-from streams import settings as names
-from streams.procs import WorkerProcess, duewatch_command
+from streams import kafkaio
+from streams.contracts import topics as names
+from streams.dev import broker as devkafka
+from streams.dev.procs import WorkerProcess, duewatch_command
 from streams.settings import from_env
 
 ROOT = Path(__file__).resolve().parents[2]

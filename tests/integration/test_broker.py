@@ -1,4 +1,4 @@
-"""The real broker (streams/devkafka.py, Kafka 4.0.x KRaft) with aiokafka and a real Faust worker."""
+"""The real broker (streams/dev/broker.py, Kafka 4.0.x KRaft) with aiokafka and a real Faust worker."""
 
 from __future__ import annotations
 

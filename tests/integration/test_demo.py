@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import devkafka
+from streams.dev import broker as devkafka
 from tests.conftest import kafka_client_kwargs, run_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

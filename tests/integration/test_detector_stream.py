@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from streams import codec
-from streams.book import generate
-from streams.compare import comparable, compare, standing
+from streams.contracts import codec
 from streams.core.dates import parse_instant
+from streams.dev.book import generate
+from streams.dev.compare import comparable, compare, standing
 from streams.replay import replay
 from tests.integration.harness import DuewatchCluster
 from tests.support.kiva import load_loans, to_records
@@ -42,7 +42,7 @@ def replayed(lines: list[dict[str, Any]], until: datetime) -> list[dict[str, Any
 
 
 def compared(records: list[dict[str, Any]], expected: list[dict[str, Any]], until: datetime) -> tuple[Counter, Counter]:
-    """Stream vs replay on every deterministic field (streams.compare; re-emissions carry new ids)."""
+    """Stream vs replay on every deterministic field (streams.dev.compare; re-emissions carry new ids)."""
     return compare([r["value"] for r in records], expected, until)
 
 

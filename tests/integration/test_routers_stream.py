@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams import codec
+from streams.contracts import codec
 from streams.policy_loader import load_policy
 from streams.replay import replay
 from tests.integration.harness import DuewatchCluster

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.compare import standing as standing  # re-exported for the unit tests
 from streams.core.records import LoanSchedule, Repayment, parse_repayment, parse_schedule
+from streams.dev.compare import standing as standing  # re-exported for the unit tests
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

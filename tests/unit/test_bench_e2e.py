@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from streams.bench import e2e
+from streams.dev.bench import e2e
 
 
 def test_percentile_is_nearest_rank() -> None:

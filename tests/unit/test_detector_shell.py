@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from faust.types import TP
 
-from streams import codec
 from streams.app import Gate, partition_of, rebuild
+from streams.contracts import codec
 from streams.core import statecodec
 from streams.core.config import EngineConfig
 from streams.detector import Detector

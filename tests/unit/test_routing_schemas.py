@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
-from streams import codec
+from streams.contracts import codec
 from streams.core.routing import route_all
 from tests.unit.test_routing_support import loan_histories, make_policy
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date, timedelta
 
-from streams import codec
-from streams.book import generate
+from streams.contracts import codec
 from streams.core.dates import parse_instant
 from streams.core.routing import route_all
+from streams.dev.book import generate
 from streams.policy_loader import load_policy
 from streams.replay import replay
 from streams.routing_shell import (

@@ -1,4 +1,4 @@
-"""The Avro contracts (schemas/*.avsc) and streams.codec."""
+"""The Avro contracts (schemas/*.avsc) and streams.contracts.codec."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import fastavro
 import pytest
 
-from streams import codec
-from streams.codec import DecodeError, EncodeError, decode, encode, from_json, load_schema, to_json
+from streams.contracts import codec
+from streams.contracts.codec import DecodeError, EncodeError, decode, encode, from_json, load_schema, to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -8,14 +8,14 @@ from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
-from streams import codec
-from streams.book import generate
 from streams.cli import main
-from streams.compare import compare, standing
-from streams.demo import BucketBook, roll_rates
+from streams.contracts import codec
+from streams.dev.book import generate
+from streams.dev.compare import compare, standing
+from streams.dev.demo import BucketBook, roll_rates
+from streams.dev.simulate import Progress, end_instant, simulate, start_instant
 from streams.replay import replay
 from streams.settings import Settings
-from streams.simulate import Progress, end_instant, simulate, start_instant
 
 
 def test_simulate_out_writes_replay_input_that_replay_accepts(tmp_path: Path, capsys) -> None:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from streams.contracts import topics
 from streams.core.dates import local_date, parse_date, parse_instant, zone
 
 # OverdueEvent types (SPEC §4) and loan statuses: one definition, the detector's (re-exported).
@@ -32,11 +33,11 @@ from streams.core.money import minor_unit_exponent
 from streams.core.records import ACTIVE as ACTIVE
 from streams.core.records import CLOSED as CLOSED
 
-# Output topics (logical names, SPEC §1).
-NOTIFY_TOPIC = "notify.requests"
-BUREAU_TOPIC = "bureau.records"
-PARTNER_TOPIC = "partner.shares"
-COLLECTIONS_TOPIC = "collections.tasks"
+# Output topics (logical names, SPEC §1), as the contracts define them.
+NOTIFY_TOPIC = topics.NOTIFY
+BUREAU_TOPIC = topics.BUREAU
+PARTNER_TOPIC = topics.PARTNER
+COLLECTIONS_TOPIC = topics.COLLECTIONS
 
 ONE_DAY = timedelta(days=1)
 

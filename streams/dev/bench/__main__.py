@@ -1,4 +1,4 @@
-"""`python -m streams.bench [core|e2e|all]`: run benchmarks and rewrite BENCHMARKS.md sections."""
+"""`python -m streams.dev.bench [core|e2e|all]`: run benchmarks and rewrite BENCHMARKS.md sections."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from . import core
 from .machine import describe
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OUT = ROOT / "BENCHMARKS.md"
 
 HEADER = """# Benchmarks
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
         result = core.run()
         body = core.report(result)
         print(body)
-        write_section("Core (no Kafka): streams.bench.core", body)
+        write_section("Core (no Kafka): streams.dev.bench.core", body)
     if which in ("e2e", "all"):
         try:
             from . import e2e

@@ -34,6 +34,8 @@ from zoneinfo import ZoneInfo
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from .topics import TOPIC_RECORD
+
 __all__ = [
     "DECODE_REASONS",
     "RECORD_TYPES",
@@ -57,7 +59,7 @@ def _schema_dir() -> Path:
     """``schemas/`` beside the package (a checkout or editable install), else where a wheel puts it."""
     import sys
 
-    beside = Path(__file__).resolve().parent.parent / "schemas"
+    beside = Path(__file__).resolve().parents[2] / "schemas"
     if beside.is_dir():
         return beside
     return Path(sys.prefix) / "share" / "duewatch" / "schemas"
@@ -77,19 +79,6 @@ RECORD_TYPES: tuple[str, ...] = (
     "PartnerShare",
     "CollectionTask",
 )
-
-#: Logical topic name (SPEC §1, before any deployment prefix) -> record type of its values.
-TOPIC_RECORD: dict[str, str] = {
-    "loan.schedules": "LoanSchedule",
-    "loan.repayments": "Repayment",
-    "clock.ticks": "Tick",
-    "bureau.disputes": "Dispute",
-    "overdue.events": "OverdueEvent",
-    "notify.requests": "Notification",
-    "bureau.records": "BureauRecord",
-    "partner.shares": "PartnerShare",
-    "collections.tasks": "CollectionTask",
-}
 
 #: The closed set of :attr:`DecodeError.reason` codes.
 #: UNDECODABLE: the bytes are not a record of the type (garbage, truncated, trailing bytes,

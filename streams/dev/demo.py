@@ -3,7 +3,7 @@
 One command does the whole job on a fresh machine:
 
 1. **Broker.** ``KAFKA_BOOTSTRAP_SERVERS`` if set; else the local broker of ``make kafka-up``
-   if it is running; else one started with :mod:`streams.devkafka` in ``deploy/kafka/run`` on
+   if it is running; else one started with :mod:`streams.dev.broker` in ``deploy/kafka/run`` on
    port 9092 (or, if 9092/9093 are taken by something else, in a temporary directory on free
    ports), stopped again at the end.
 2. **Topics.** A unique topic prefix and Faust app id per run (``demo-<yyyymmddHHMMSS>-<4 hex>``), so a
@@ -18,8 +18,8 @@ One command does the whole job on a fresh machine:
    ``DUEWATCH_DEMO_WEB_PORTS=a,b`` chooses), state under a temporary directory, and a policy
    file: ``deploy/policy.sample.toml`` plus the book's two partners (P-ANTFIN real time,
    P-CITYBANK daily digest) with demo-only keys.
-4. **Simulation.** :func:`streams.simulate.simulate` plays the synthetic book
-   (:mod:`streams.book`) to Kafka — its history (loans disbursed up to 240 days before the
+4. **Simulation.** :func:`streams.dev.simulate.simulate` plays the synthetic book
+   (:mod:`streams.dev.book`) to Kafka — its history (loans disbursed up to 240 days before the
    start) fast-forwarded, then an accelerated event-time clock — held back while the workers
    are too far behind (:class:`FlowControl`), while a live terminal view shows the simulated date, records in and out per second, loans by bucket, the latest
    routed messages, the DLQ count and the worker URLs. Without a terminal (CI) it prints a
@@ -27,7 +27,7 @@ One command does the whole job on a fresh machine:
 5. **Summary and check.** Once the workers have caught up (the consumer group has committed
    everything and the outputs have been quiet for 3 s): episodes, roll rates, messages per
    sink, DLQ; then the stream's overdue events, after applying retractions
-   (:mod:`streams.compare`), against ``duewatch replay`` of the same records with the same
+   (:mod:`streams.dev.compare`), against ``duewatch replay`` of the same records with the same
    policy, on every deterministic field, printed as one line::
 
        stream vs replay: equal (N events)
@@ -66,16 +66,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from . import devkafka, kafkaio
-from . import settings as names
+from .. import kafkaio
+from ..contracts import topics as names
+from ..core.dates import parse_instant
+from ..settings import Settings, from_env
+from . import broker as devkafka
 from .book import SHANGHAI, generate
 from .compare import compare, standing
-from .core.dates import parse_instant
 from .procs import WorkerProcess, duewatch_command
-from .settings import Settings, from_env
 from .simulate import Progress, end_instant, simulate, start_instant
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_POLICY = ROOT / "deploy" / "policy.sample.toml"
 DEFAULT_WEB_PORTS = (6066, 6067)
 WEB_PORTS_ENV = "DUEWATCH_DEMO_WEB_PORTS"
@@ -96,7 +97,7 @@ _TYPE_RANK = {OPENED: 0, CHANGED: 1, CURED: 2, WRITTEN_OFF: 3}
 
 #: Appended to deploy/policy.sample.toml: the partners the synthetic book's loans name.
 DEMO_PARTNERS = """
-# --- added by `duewatch demo`: the two partners of the synthetic book (streams/book.py) ---
+# --- added by `duewatch demo`: the two partners of the synthetic book (streams/dev/book.py) ---
 # Demo-only keys (never use inline keys like these in production: use key_env).
 [partners.P-ANTFIN]
 key = "duewatch-demo-only-key-for-P-ANTFIN-0123456789"
@@ -421,7 +422,7 @@ class FlowControl:
         """(ticks the slowest tick partition is behind, input records unread, routed events queued)."""
         from aiokafka import TopicPartition
 
-        from .app import internal_topics
+        from ..app import internal_topics
 
         committed = await self.admin.list_consumer_group_offsets(self.cfg.app_id)
 
@@ -464,9 +465,9 @@ def _replay_job(loans: int, start: date, days: int, seed: int, policy_path: str,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
     with contextlib.suppress(OSError):
         os.nice(10)  # the workers come first
-    from . import codec
-    from .policy_loader import load_policy
-    from .replay import replay
+    from ..contracts import codec
+    from ..policy_loader import load_policy
+    from ..replay import replay
 
     records = generate(loans, start, days, seed)
     until = end_instant(start, days)
@@ -703,7 +704,7 @@ async def create_demo_topics(cfg: Settings, timeout: float = 60.0) -> list[str]:
     """
     from aiokafka import AIOKafkaClient
 
-    from .app import changelog_topics, internal_topics
+    from ..app import changelog_topics, internal_topics
 
     changelogs = changelog_topics(cfg)
     await kafkaio.create_topics(cfg, physical=internal_topics(cfg), compacted=changelogs)
@@ -966,7 +967,7 @@ __all__ = ["run_demo", "roll_rates", "BucketBook", "Outputs"]
 
 
 def _main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - `duewatch demo` is the entry point
-    from .cli import main
+    from ..cli import main
 
     return main(["demo", *(argv or sys.argv[1:])])
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .core.dates import parse_instant
+from ..core.dates import parse_instant
 
 RETRACTED = "OVERDUE_RETRACTED"
 #: Fields that are not deterministic (the wall clock at emission).

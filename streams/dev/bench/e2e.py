@@ -1,10 +1,10 @@
 """End-to-end benchmark on the real broker (issue 4): one `duewatch worker` beside plain aiokafka.
 
-``python -m streams.bench e2e [--loans N]`` (``make bench`` runs it after the core benchmark):
+``python -m streams.dev.bench e2e [--loans N]`` (``make bench`` runs it after the core benchmark):
 
-1. a broker: ``KAFKA_BOOTSTRAP_SERVERS``, or one started with ``streams.devkafka`` on free ports
+1. a broker: ``KAFKA_BOOTSTRAP_SERVERS``, or one started with ``streams.dev.broker`` on free ports
    in a temporary directory (stopped at the end, also on error);
-2. a generated book (``streams.book``, 100,000 loans by default) encoded once to Avro (timed
+2. a generated book (``streams.dev.book``, 100,000 loans by default) encoded once to Avro (timed
    apart) and produced, keyed by loan id, to uniquely prefixed topics before anything reads;
 3. the baseline: a plain aiokafka consume-and-produce loop in a subprocess (its own core, like
    the worker) copying every input record to a sink topic, run to completion first;
@@ -46,13 +46,15 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import codec, devkafka, kafkaio
-from .. import settings as names
+from ... import kafkaio
+from ...contracts import codec
+from ...contracts import topics as names
+from ...settings import Settings, from_env
+from .. import broker as devkafka
 from ..book import SHANGHAI, generate
-from ..settings import Settings, from_env
 
-ROOT = Path(__file__).resolve().parents[2]
-SECTION = "End to end (real broker): streams.bench.e2e"
+ROOT = Path(__file__).resolve().parents[3]
+SECTION = "End to end (real broker): streams.dev.bench.e2e"
 
 DEFAULT_LOANS = 100_000
 START = date(2026, 3, 1)
@@ -464,7 +466,7 @@ async def baseline_loop(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.bench.e2e", "--baseline", json.dumps(spec), cwd=ROOT,
+        sys.executable, "-m", "streams.dev.bench.e2e", "--baseline", json.dumps(spec), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=devkafka._set_pdeathsig,
     )  # fmt: skip
     out, err = await proc.communicate()
@@ -1064,7 +1066,7 @@ def section_name(args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m streams.bench e2e", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streams.dev.bench e2e", description=__doc__.split("\n")[0])
     parser.add_argument("--loans", type=int, default=DEFAULT_LOANS, help="loans in the book (default 100,000)")
     parser.add_argument("--partitions", type=int, default=int(os.environ.get("DUEWATCH_PARTITIONS") or 12),
                         help="partitions per topic (default $DUEWATCH_PARTITIONS or 12)")  # fmt: skip

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from ...core.config import EngineConfig
+from ...core.loan import LoanState, apply_repayment, apply_schedule, new_loan, tick
+from ...core.records import parse_repayment, parse_schedule
+from ...core.statecodec import dumps, loads
+from ...core.wakeups import WakeIndex
 from ..book import generate
-from ..core.config import EngineConfig
-from ..core.loan import LoanState, apply_repayment, apply_schedule, new_loan, tick
-from ..core.records import parse_repayment, parse_schedule
-from ..core.statecodec import dumps, loads
-from ..core.wakeups import WakeIndex
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """`duewatch simulate`: a synthetic loan book replayed to Kafka on an accelerated event-time clock.
 
-The book is :func:`streams.book.generate` (consumer and small-business loans in Asia/Shanghai,
+The book is :func:`streams.dev.book.generate` (consumer and small-business loans in Asia/Shanghai,
 monthly instalments, Chinese public holidays, good payers, late payers who cure, partial payers,
 defaulters, reversals and reschedules; a seed names a book exactly). Its loans are disbursed from
 ``start`` − 240 days on, so part of the book is history by ``start``.
@@ -40,10 +40,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
-from . import codec, jsonform, kafkaio
-from . import settings as names
+from .. import kafkaio
+from ..contracts import codec, jsonform
+from ..contracts import topics as names
+from ..settings import Settings
 from .book import SHANGHAI, BookRecord, generate
-from .settings import Settings
 
 #: Wall-clock seconds between two steps of the simulated clock.
 STEP = 0.25

@@ -1,0 +1,39 @@
+"""The topics of SPEC §1 by logical name (a deployment may prefix them), and the record type
+each carries: defined here once, imported by the worker, replay, the command line, the demo
+and the tests."""
+
+from __future__ import annotations
+
+SCHEDULES = "loan.schedules"
+REPAYMENTS = "loan.repayments"
+TICKS = "clock.ticks"
+DISPUTES = "bureau.disputes"
+OVERDUE = "overdue.events"
+NOTIFY = "notify.requests"
+BUREAU = "bureau.records"
+PARTNER = "partner.shares"
+COLLECTIONS = "collections.tasks"
+DLQ = "duewatch.dlq"
+
+INPUT_TOPICS = (SCHEDULES, REPAYMENTS, TICKS, DISPUTES)
+OUTPUT_TOPICS = (OVERDUE, NOTIFY, BUREAU, PARTNER, COLLECTIONS, DLQ)
+ALL_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
+
+#: Logical topic -> the Avro record type of its values (the DLQ carries other topics' bytes).
+TOPIC_RECORD: dict[str, str] = {
+    SCHEDULES: "LoanSchedule",
+    REPAYMENTS: "Repayment",
+    TICKS: "Tick",
+    DISPUTES: "Dispute",
+    OVERDUE: "OverdueEvent",
+    NOTIFY: "Notification",
+    BUREAU: "BureauRecord",
+    PARTNER: "PartnerShare",
+    COLLECTIONS: "CollectionTask",
+}
+
+#: Input topics whose key is the loan id found in the value (SPEC §1).
+KEY_FIELD: dict[str, str] = {SCHEDULES: "loan_id", REPAYMENTS: "loan_id", DISPUTES: "loan_id"}
+
+#: The event-time field of each input record (replay orders by it).
+EVENT_TIME_FIELD: dict[str, str] = {SCHEDULES: "effective_at", REPAYMENTS: "paid_at", TICKS: "as_of", DISPUTES: "at"}
