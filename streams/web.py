@@ -20,7 +20,7 @@ from .contracts import codec
 from .core import statecodec
 from .core.config import EngineConfig
 from .core.loan import wake_at
-from .core.timeline import Carry, Ledger, walk
+from .core.timeline import walk
 
 
 def authorized(request: Request, token: str | None) -> bool:
@@ -39,7 +39,7 @@ def loan_view(raw: bytes, cfg: EngineConfig, recent: int = 20) -> dict[str, Any]
     events: list[dict[str, Any]] = []
     if state.schedules and carry.cursor is not None:
         horizon = carry.cursor
-        _, history = walk(Ledger(state.schedules, state.repayments), Carry(), cfg, lambda at, _t: at <= horizon, state.retracted)
+        _, history = walk(state.ledger(), state.origin, cfg, lambda at, _t: at <= horizon, state.retracted_ids())
         events = [codec.to_json("OverdueEvent", e.to_dict()) for e in history[-recent:]]
     next_wake = wake_at(state, cfg)
     return {

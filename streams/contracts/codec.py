@@ -601,17 +601,161 @@ def _bad_detail(e: _Bad) -> str:
 
 
 def _failure(e: BaseException) -> str:
+    """What went wrong, without the input: fastavro's messages can quote the bytes or values it
+    met, and a DLQ header or log line must never carry an input value."""
     if isinstance(e, EOFError):
         return "truncated: the data ends inside the record"
-    text = str(e)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if isinstance(e, UnicodeDecodeError):
+        return "a string is not valid UTF-8"
+    return f"not a record of this type ({type(e).__name__})"
+
+
+# ---- over-long numbers
+#
+# fastavro reads a varint of any length and keeps its low 64 bits: 2^64 + 1000 in a ``long``
+# comes out as 1000, and an ``int`` can come out past 32 bits. Avro allows at most 10 bytes for
+# a long (the 10th carrying one bit) and 5 for an int (the 5th carrying four). A long that
+# wraps needs 9 continuation bytes in a row, so the bytes are scanned for such a run (timestamps
+# of our era use 7) and only then walked field by field; an int that does not fit 32 bits is
+# seen in the decoded value.
+
+# Each byte as 1 when its continuation bit is set, else 0: a run of nine 1s is where a long
+# could wrap (bytes.translate and find are C loops; a regular expression took four times as long).
+_CONTINUATION = bytes(int(b >= 0x80) for b in range(256))
+_NINE = b"\x01" * 9
+OVERLONG = "a number is encoded in more bytes than its type allows"
+
+
+class _Overlong(Exception):
+    pass
+
+
+def _varint(data: bytes, pos: int, most: int, last_max: int) -> tuple[int, int]:
+    """(value, next position) of the zigzag varint at ``pos``; raises _Overlong past ``most``
+    bytes or when the last allowed byte carries more than ``last_max``."""
+    shift = n = 0
+    for i in range(most):
+        b = data[pos + i]
+        if i == most - 1 and b > last_max:
+            raise _Overlong
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (n >> 1) ^ -(n & 1), pos + i + 1
+        shift += 7
+    raise _Overlong
+
+
+def _long(data: bytes, pos: int) -> tuple[int, int]:
+    return _varint(data, pos, 10, 0x01)
+
+
+def _int(data: bytes, pos: int) -> tuple[int, int]:
+    return _varint(data, pos, 5, 0x0F)
+
+
+def _skipper(schema: Any, named: Mapping[str, Any]) -> Callable[[bytes, int], int]:
+    """A function walking one value of ``schema`` in Avro bytes, checking every number's length."""
+    schema = _resolve(schema, named)
+    kind = _kind(schema)
+    if kind == "record":
+        steps = [_skipper(f["type"], named) for f in schema["fields"]]
+
+        def record(data: bytes, pos: int) -> int:
+            for step in steps:
+                pos = step(data, pos)
+            return pos
+
+        return record
+    if kind == "union":
+        branches = [_skipper(b, named) for b in schema]
+
+        def union(data: bytes, pos: int) -> int:
+            index, pos = _long(data, pos)
+            return branches[index](data, pos)
+
+        return union
+    if kind in ("array", "map"):
+        item = _skipper(schema["items"] if kind == "array" else schema["values"], named)
+        keyed = kind == "map"
+
+        def blocks(data: bytes, pos: int) -> int:
+            while True:
+                count, pos = _long(data, pos)
+                if count == 0:
+                    return pos
+                if count < 0:
+                    count = -count
+                    _, pos = _long(data, pos)  # the block's size in bytes
+                for _ in range(count):
+                    if keyed:
+                        size, pos = _long(data, pos)
+                        pos += size
+                    pos = item(data, pos)
+
+        return blocks
+    if kind in ("string", "bytes"):
+
+        def sized(data: bytes, pos: int) -> int:
+            size, pos = _long(data, pos)
+            return pos + size
+
+        return sized
+    if kind in ("int", "enum"):
+        return lambda data, pos: _int(data, pos)[1]
+    if kind == "long":
+        return lambda data, pos: _long(data, pos)[1]
+    width = {"null": 0, "boolean": 1, "float": 4, "double": 8}.get(kind)
+    if width is None and kind == "fixed":
+        width = schema["size"]
+    if width is None:
+        raise TypeError(f"codec: Avro type {kind!r} cannot be walked")
+    return lambda data, pos: pos + width
+
+
+def _int_fields(schema: dict[str, Any], named: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    """A function telling whether every plain ``int`` of a decoded record fits 32 bits (None when
+    the record has none): the record's own int fields, and those of records in its arrays (an
+    instalment's ``seq``). Logical ints (dates) fastavro converts, and refuses when they do not
+    fit. Written flat: it runs on every record the worker reads."""
+
+    def ints(rec: dict[str, Any]) -> list[str]:
+        return [f["name"] for f in rec["fields"] if _resolve(f["type"], named) == "int"]
+
+    top = ints(schema)
+    nested = []
+    for f in schema["fields"]:
+        ftype = _resolve(f["type"], named)
+        if _kind(ftype) == "array":
+            item = _resolve(ftype["items"], named)
+            if _kind(item) == "record" and ints(item):
+                nested.append((f["name"], ints(item)))
+    if not top and not nested:
+        return None
+    lo, hi = _INT_MIN, _INT_MAX
+
+    def fits(v: Any) -> bool:
+        for name in top:
+            x = v[name]
+            if x is not None and not lo <= x <= hi:
+                return False
+        for array, names in nested:
+            items = v[array]
+            for name in names:
+                values = [item[name] for item in items]
+                if values and not (lo <= min(values) and max(values) <= hi):
+                    return False
+        return True
+
+    return fits
 
 
 # --------------------------------------------------------------------------- per-record codec
 
 
 class _RecordCodec:
-    __slots__ = ("name", "schema", "fallbacks", "versions", "from_json", "to_json", "check", "tz_path")
+    __slots__ = (
+        "name", "schema", "fallbacks", "versions", "from_json", "to_json", "check", "tz_path", "walk", "ints",
+    )  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -631,6 +775,23 @@ class _RecordCodec:
         self.to_json = _to_json_converter(self.schema, named)
         self.check = _naive_checker(self.schema, named)
         self.tz_path = _timezone_path(self.schema, named)
+        self.walk = _skipper(self.schema, named)
+        self.ints = _int_fields(self.schema, named)
+
+    def numbers_fit(self, data: bytes, record: Any) -> bool:
+        """Whether every number of ``data`` (decoded as ``record``) was encoded within its type's
+        length: see "over-long numbers" above."""
+        if self.ints is not None and not self.ints(record):
+            return False
+        if type(data) is memoryview:
+            data = data.tobytes()
+        if data.translate(_CONTINUATION).find(_NINE) < 0:
+            return True
+        try:
+            self.walk(data, 0)
+        except (_Overlong, IndexError):
+            return False
+        return True
 
     def decode_fallback(self, data: bytes, first: str) -> dict[str, Any]:
         for _version, writer in self.fallbacks:
@@ -721,6 +882,8 @@ def decode(
         return codec.decode_fallback(data, _failure(e))
     if fo.tell() != len(data):
         return codec.decode_fallback(data, f"{len(data) - fo.tell()} trailing bytes after the record")
+    if not codec.numbers_fit(data, record):
+        raise DecodeError("UNDECODABLE", f"{name}: {OVERLONG}")
     return record
 
 

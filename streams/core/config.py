@@ -24,6 +24,12 @@ class EngineConfig:
     settle: timedelta = timedelta(seconds=60)
     # A repayment whose loan has no schedule goes to the DLQ once the clock is this far past paid_at.
     hold: timedelta = timedelta(days=7)
+    # Bounded state (SPEC §2). A record whose event time is more than ``late_window`` behind the
+    # loan's processed instant is refused, and so is a reversal dated more than
+    # ``reversal_window`` after its payment; so nothing older than both together can change any
+    # more, and it is folded into the loan's sealed history instead of kept record by record.
+    late_window: timedelta = timedelta(days=366)
+    reversal_window: timedelta = timedelta(days=366)
 
 
 REPLAY_CONFIG = EngineConfig(settle=timedelta(0))

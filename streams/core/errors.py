@@ -27,6 +27,12 @@ REVERSAL_AMOUNT_MISMATCH = "REVERSAL_AMOUNT_MISMATCH"
 CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
 NO_SCHEDULE = "NO_SCHEDULE"
 INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug met this record; it is kept in the DLQ, not lost
+# SPEC §2's bounds and the set-aside lifecycle.
+TOO_LARGE = "TOO_LARGE"  # a record value over DUEWATCH_MAX_RECORD_BYTES
+INVALID_ID = "INVALID_ID"  # an id empty, over 64 characters, or with a control character
+OUT_OF_RANGE = "OUT_OF_RANGE"  # a number, date or count outside its bound (the field in the detail)
+TICK_AHEAD = "TICK_AHEAD"  # a tick further ahead of the wall clock than DUEWATCH_MAX_TICK_AHEAD
+LOAN_SET_ASIDE = "LOAN_SET_ASIDE"  # a record for a loan an unexpected failure set aside
 
 REASONS: frozenset[str] = frozenset(
     {
@@ -50,6 +56,11 @@ REASONS: frozenset[str] = frozenset(
         CONFLICTING_DUPLICATE,
         NO_SCHEDULE,
         INTERNAL_ERROR,
+        TOO_LARGE,
+        INVALID_ID,
+        OUT_OF_RANGE,
+        TICK_AHEAD,
+        LOAN_SET_ASIDE,
     }
 )
 
@@ -59,6 +70,20 @@ class InvalidRecord(ValueError):
 
     def __init__(self, reason: str, detail: str) -> None:
         assert reason in REASONS, reason
+        detail = bounded(detail)
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+MAX_DETAIL_CHARS = 200
+
+
+def bounded(text: str) -> str:
+    """``text`` as a DLQ header or log line may carry it: at most 200 characters, control
+    characters replaced. Details name fields and bounds, never input values; this is the
+    guard for the day one slips through."""
+    text = text[:MAX_DETAIL_CHARS]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    return text

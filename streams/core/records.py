@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from . import errors
+from . import bounds, errors
 from .dates import CONVENTIONS, is_calendar, is_zone, parse_date, parse_instant
 from .money import is_currency
 
@@ -143,29 +143,48 @@ def _text(m: Mapping[str, Any], name: str, default: Any = _MISSING) -> str:
     return value
 
 
-def _int(m: Mapping[str, Any], name: str, default: Any = _MISSING, *, minimum: int | None = None) -> int:
+def _id(m: Mapping[str, Any], name: str) -> str:
+    """An id field: a non-empty string of at most 64 characters, no control characters."""
+    return bounds.check_id(_text(m, name), name)
+
+
+def _int(
+    m: Mapping[str, Any],
+    name: str,
+    default: Any = _MISSING,
+    *,
+    minimum: int | None = None,
+    maximum: int = bounds.MAX_INT32,
+) -> int:
     value = _get(m, name, default)
     if not isinstance(value, int) or isinstance(value, bool):
         raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name} must be an integer")
     if minimum is not None and value < minimum:
         reason = errors.NEGATIVE_AMOUNT if minimum == 0 else errors.INVALID_FIELD
         raise errors.InvalidRecord(reason, f"{name} must be ≥ {minimum}")
-    return value
+    return bounds.check_at_most(value, maximum, name)
+
+
+def _amount(m: Mapping[str, Any], name: str, default: Any = _MISSING) -> int:
+    """An amount in minor units: 0 to 10^15."""
+    return _int(m, name, default, minimum=0, maximum=bounds.MAX_AMOUNT)
 
 
 def _instant(m: Mapping[str, Any], name: str) -> datetime:
     value = _get(m, name)
     try:
-        return parse_instant(value)
-    except ValueError as exc:
-        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name}: {exc}") from None
+        instant = parse_instant(value)
+    except (ValueError, OverflowError):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name} must be an ISO-8601 instant with an offset") from None
+    return bounds.check_instant(instant, name)
 
 
 def _date(value: Any, name: str) -> date:
     try:
-        return parse_date(value)
-    except ValueError as exc:
-        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name}: {exc}") from None
+        day = parse_date(value)
+    except (ValueError, OverflowError):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name} must be a date YYYY-MM-DD") from None
+    return bounds.check_date(day, name)
 
 
 def _enum(m: Mapping[str, Any], name: str, allowed: frozenset[str], default: Any = _MISSING) -> str:
@@ -177,7 +196,7 @@ def _enum(m: Mapping[str, Any], name: str, allowed: frozenset[str], default: Any
 
 def _currency(m: Mapping[str, Any]) -> str:
     value = _text(m, "currency")
-    if not is_currency(value):
+    if len(value) != 3 or not is_currency(value):
         raise errors.InvalidRecord(errors.UNKNOWN_CURRENCY, "currency is not an ISO 4217 code")
     return value
 
@@ -185,46 +204,68 @@ def _currency(m: Mapping[str, Any]) -> str:
 # --- parsers -----------------------------------------------------------------------------
 
 
+_MAX = bounds.MAX_AMOUNT
+_FIRST, _LAST = bounds.MIN_DATE, bounds.MAX_DATE
+_INT_MIN, _INT_MAX = -bounds.MAX_INT32 - 1, bounds.MAX_INT32
+
+
 def _installment(raw: Any) -> Installment:
     """One validated instalment. What Avro decoding gives (a dict of exact ints and a date) is
-    checked in one expression; anything else goes field by field, which names what is wrong.
-    Half of a schedule's validation was these per-field checks."""
+    checked in one expression; anything else, or anything out of bounds, goes field by field,
+    which names what is wrong. Half of a schedule's validation was these per-field checks."""
     if type(raw) is dict:
         seq, due_date = raw.get("seq"), raw.get("due_date")
         principal, interest, fee = raw.get("principal"), raw.get("interest"), raw.get("fee")
         if (
             type(seq) is int and type(due_date) is date and type(principal) is int and type(interest) is int
-            and type(fee) is int and principal >= 0 and interest >= 0 and fee >= 0
+            and type(fee) is int and 0 <= principal <= _MAX and 0 <= interest <= _MAX and 0 <= fee <= _MAX
+            and _INT_MIN <= seq <= _INT_MAX and _FIRST <= due_date <= _LAST
         ):  # fmt: skip
             return Installment(seq, due_date, principal, interest, fee)
     if not isinstance(raw, Mapping):
         raise errors.InvalidRecord(errors.INVALID_FIELD, "an installment must be an object")
     return Installment(
-        seq=_int(raw, "seq"),
+        seq=_int(raw, "seq", minimum=_INT_MIN),
         due_date=_date(_get(raw, "due_date"), "due_date"),
-        principal=_int(raw, "principal", minimum=0),
-        interest=_int(raw, "interest", minimum=0),
-        fee=_int(raw, "fee", minimum=0),
+        principal=_amount(raw, "principal"),
+        interest=_amount(raw, "interest"),
+        fee=_amount(raw, "fee"),
     )
 
 
 def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
-    """Validate a LoanSchedule (SPEC §2): types, enums, zone, calendar, seq and due dates strictly increasing."""
+    """Validate a LoanSchedule (SPEC §2): types, bounds, enums, zone, calendar, seq and due dates
+    strictly increasing."""
     if not isinstance(m, Mapping):
         raise errors.InvalidRecord(errors.INVALID_FIELD, "a LoanSchedule must be an object")
+    loan_id = _id(m, "loan_id")
+    borrower_id = _id(m, "borrower_id")
     timezone = _text(m, "timezone", DEFAULT_TIMEZONE)
+    if len(timezone) > bounds.MAX_TIMEZONE_CHARS:
+        raise errors.InvalidRecord(
+            errors.INVALID_TIMEZONE, f"timezone must have at most {bounds.MAX_TIMEZONE_CHARS} characters"
+        )
     if not is_zone(timezone):
         raise errors.InvalidRecord(errors.INVALID_TIMEZONE, "timezone is not an IANA zone")
     calendar = _get(m, "calendar", None)
-    if calendar is not None and (not isinstance(calendar, str) or not is_calendar(calendar)):
+    if calendar is not None and (
+        not isinstance(calendar, str) or len(calendar) > bounds.MAX_CODE_CHARS or not is_calendar(calendar)
+    ):
         raise errors.InvalidRecord(errors.INVALID_CALENDAR, "calendar is not a supported country code")
     raw_installments = _get(m, "installments")
     if not isinstance(raw_installments, list | tuple) or not raw_installments:
         raise errors.InvalidRecord(errors.INVALID_FIELD, "installments must be a non-empty list")
+    if len(raw_installments) > bounds.MAX_INSTALMENTS:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"installments exceeds {bounds.MAX_INSTALMENTS} entries")
     installments = [_installment(raw) for raw in raw_installments]
     for before, after in zip(installments, installments[1:], strict=False):
         if after.seq <= before.seq or after.due_date <= before.due_date:
             raise errors.InvalidRecord(errors.SCHEDULE_ORDER, "seq and due_date must strictly increase")
+    if sum(i.principal + i.interest + i.fee for i in installments) > bounds.MAX_AMOUNT:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"installments sum to more than {bounds.MAX_AMOUNT}")
+    late_fee = _amount(m, "late_fee", 0)
+    if late_fee * len(installments) > bounds.MAX_AMOUNT:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"late_fee times installments exceeds {bounds.MAX_AMOUNT}")
     # Contact carries the borrower's consent to be messaged, so it is required: a default would
     # assume consent to SMS that nobody gave (the Avro schema agrees).
     raw_contact = _get(m, "contact")
@@ -233,23 +274,29 @@ def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
     channels = _get(raw_contact, "channels", [])
     if not isinstance(channels, list | tuple) or any(c not in CHANNELS for c in channels):
         raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"contact.channels must be from {sorted(CHANNELS)}")
+    if len(set(channels)) != len(channels):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "contact.channels must not repeat a channel")
     contact = Contact(_enum(raw_contact, "locale", LOCALES), tuple(channels))
     partners = _get(m, "partners", [])
-    if not isinstance(partners, list | tuple) or any(not isinstance(p, str) or not p for p in partners):
+    if not isinstance(partners, list | tuple) or any(not isinstance(p, str) for p in partners):
         raise errors.InvalidRecord(errors.INVALID_FIELD, "partners must be a list of ids")
+    if len(partners) > bounds.MAX_PARTNERS:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"partners exceeds {bounds.MAX_PARTNERS} entries")
+    for partner in partners:
+        bounds.check_id(partner, "partners")
     return LoanSchedule(
-        loan_id=_text(m, "loan_id"),
-        borrower_id=_text(m, "borrower_id"),
+        loan_id=loan_id,
+        borrower_id=borrower_id,
         revision=_int(m, "revision", minimum=1),
         effective_at=_instant(m, "effective_at"),
         currency=_currency(m),
         timezone=timezone,
         status=_enum(m, "status", STATUSES),
         installments=tuple(installments),
-        grace_days=_int(m, "grace_days", 0, minimum=0),
-        tolerance=_int(m, "tolerance", 0, minimum=0),
-        penalty_rate_bps=_int(m, "penalty_rate_bps", 0, minimum=0),
-        late_fee=_int(m, "late_fee", 0, minimum=0),
+        grace_days=_int(m, "grace_days", 0, minimum=0, maximum=bounds.MAX_GRACE_DAYS),
+        tolerance=_amount(m, "tolerance", 0),
+        penalty_rate_bps=_int(m, "penalty_rate_bps", 0, minimum=0, maximum=bounds.MAX_PENALTY_RATE_BPS),
+        late_fee=late_fee,
         business_day_convention=_enum(m, "business_day_convention", CONVENTIONS, "NONE"),
         calendar=calendar,
         partners=tuple(partners),
@@ -261,7 +308,7 @@ def parse_repayment(m: Mapping[str, Any]) -> Repayment:
     """Validate a Repayment on its own (SPEC §2); checks against the loan come in ``loan``."""
     if not isinstance(m, Mapping):
         raise errors.InvalidRecord(errors.INVALID_FIELD, "a Repayment must be an object")
-    amount = _int(m, "amount")
+    amount = _int(m, "amount", maximum=bounds.MAX_AMOUNT)
     if amount <= 0:
         raise errors.InvalidRecord(errors.NON_POSITIVE_AMOUNT, "amount must be > 0")
     kind = _enum(m, "kind", KINDS)
@@ -270,13 +317,18 @@ def parse_repayment(m: Mapping[str, Any]) -> Repayment:
         raise errors.InvalidRecord(errors.MISSING_FIELD, "reverses")
     if kind == PAYMENT and reverses is not None:
         raise errors.InvalidRecord(errors.INVALID_FIELD, "a PAYMENT does not reverse anything")
+    if reverses is not None:
+        bounds.check_id(reverses, "reverses")
+    channel = _text(m, "channel", "unknown")
+    if len(channel) > bounds.MAX_CODE_CHARS:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"channel exceeds {bounds.MAX_CODE_CHARS} characters")
     return Repayment(
-        payment_id=_text(m, "payment_id"),
-        loan_id=_text(m, "loan_id"),
+        payment_id=_id(m, "payment_id"),
+        loan_id=_id(m, "loan_id"),
         amount=amount,
         currency=_currency(m),
         paid_at=_instant(m, "paid_at"),
-        channel=_text(m, "channel", "unknown"),
+        channel=channel,
         kind=kind,
         reverses=reverses,
     )
@@ -295,8 +347,8 @@ def parse_dispute(m: Mapping[str, Any]) -> Dispute:
         raise errors.InvalidRecord(errors.INVALID_FIELD, "a Dispute must be an object")
     note = m.get("note")
     return Dispute(
-        dispute_id=_text(m, "dispute_id"),
-        loan_id=_text(m, "loan_id"),
+        dispute_id=_id(m, "dispute_id"),
+        loan_id=_id(m, "loan_id"),
         status=_enum(m, "status", DISPUTE_STATUSES),
         at=_instant(m, "at"),
         note=note if isinstance(note, str) else None,

@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 
 from .config import EngineConfig
-from .loan import LoanState, gauge_figures
+from .loan import LoanState, Sealed, gauge_figures
 from .records import Contact, Installment, LoanSchedule, Repayment
 from .timeline import Carry
 
-VERSION = 1
+VERSION = 2  # 2: retracted ids with their instants, and the sealed history (bounded state)
 _HEADED = 0x02  # first byte of a state with a summary header (a bare state starts with "[")
 _HEAD_MARK = bytes((_HEADED,))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -153,13 +153,30 @@ def peek(data: bytes) -> Summary | None:
     )  # fmt: skip
 
 
+def _sealed(sealed: Sealed | None) -> list | None:
+    if sealed is None:
+        return None
+    return [_stored(sealed.carry, _carry), sealed.paid, sealed.gross, [list(pair) for pair in sealed.revisions]]
+
+
+def _unsealed(a: list | None) -> Sealed | None:
+    if a is None:
+        return None
+    return Sealed(_uncarry(a[0]), a[1], a[2], tuple((revision, digest) for revision, digest in a[3]))
+
+
 def _body(state: LoanState) -> bytes:
     return orjson.dumps(
         [
             VERSION, state.loan_id, [_stored(s, _schedule) for s in state.schedules],
-            [_stored(r, _repayment) for r in state.repayments], _stored(state.carry, _carry), sorted(state.retracted),
+            [_stored(r, _repayment) for r in state.repayments], _stored(state.carry, _carry),
+            sorted([event_id, micros(at)] for event_id, at in state.retracted), _sealed(state.sealed),
         ]
-    )
+    )  # fmt: skip
+
+
+# A retracted id stored by layout 1, without its instant: kept for as long as the loan lives.
+_UNDATED = instant(micros(datetime(2200, 1, 1, tzinfo=UTC)))
 
 
 def loads(data: bytes) -> LoanState:
@@ -167,7 +184,13 @@ def loads(data: bytes) -> LoanState:
     if data and data[0] == _HEADED:
         data = data[3 + int.from_bytes(data[1:3], "big") :]
     a = orjson.loads(data)
-    if a[0] != VERSION:
+    if a[0] == 1:
+        retracted = frozenset((event_id, _UNDATED) for event_id in a[5])
+        sealed = None
+    elif a[0] == VERSION:
+        retracted = frozenset((event_id, instant(us)) for event_id, us in a[5])
+        sealed = _unsealed(a[6])
+    else:
         raise ValueError(f"unknown loan state layout {a[0]}")
     loan_id = a[1]
     return LoanState(
@@ -175,5 +198,6 @@ def loads(data: bytes) -> LoanState:
         schedules=tuple(_unschedule(loan_id, s) for s in a[2]),
         repayments=tuple(_unrepayment(loan_id, r) for r in a[3]),
         carry=_uncarry(a[4]),
-        retracted=frozenset(a[5]),
+        retracted=retracted,
+        sealed=sealed,
     )

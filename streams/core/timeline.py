@@ -56,9 +56,13 @@ class Carry:
 class Ledger:
     """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'."""
 
-    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "record_instants", "first_effective")
+    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "_base", "record_instants", "first_effective")
 
-    def __init__(self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment]) -> None:
+    def __init__(
+        self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment], base_paid: int = 0
+    ) -> None:
+        """``base_paid``: the payments in effect at the loan's fold point, folded into one total
+        (``loan.Sealed``); the ledger then answers for instants after that point only."""
         # A ledger is built for every record a loan takes: the usual one schedule and a few
         # payments take the short paths.
         if len(schedules) == 1:
@@ -73,7 +77,7 @@ class Ledger:
             deltas[r.paid_at] = deltas.get(r.paid_at, 0) + (r.amount if r.kind == PAYMENT else -r.amount)
         pay_points = sorted(deltas)
         paid: list[int] = []
-        total = 0
+        total = base_paid
         for point in pay_points:
             total += deltas[point]
             paid.append(total)
@@ -81,6 +85,7 @@ class Ledger:
         self._in_effect = in_effect
         self._pay_points = pay_points
         self._paid = paid
+        self._base = base_paid
         self.first_effective: datetime | None = points[0] if points else None
         instants = sorted(set(points).union(pay_points)) if pay_points else points
         if points and instants[0] < points[0]:
@@ -95,7 +100,7 @@ class Ledger:
     def paid_at(self, t: datetime) -> int:
         """Total of the payments in effect at ``t`` (paid_at ≤ t, not reversed at t)."""
         i = bisect_right(self._pay_points, t) - 1
-        return self._paid[i] if i >= 0 else 0
+        return self._paid[i] if i >= 0 else self._base
 
     def next_record_after(self, t: datetime | None) -> datetime | None:
         """The first instant after ``t`` (from the first effective_at on) at which a record takes effect."""
