@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,12 +34,13 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TP
 
-from . import intake
-from .contracts import codec
+from . import aside, intake
+from .aside import SetAside, Source, report
+from .contracts import codec, control
 from .contracts import topics as names
-from .core import errors
+from .core import bounds, errors
 from .core.wakeups import WakeIndex
-from .detector import Detector, Effects, dlq_send, indexed, stored
+from .detector import Detector, Effects, dead_letter, indexed, stored
 from .logs import logging_config
 from .metrics import BookGauges, Metrics
 from .policy_loader import load_policy
@@ -64,6 +65,7 @@ from .settings import Settings
 log = logging.getLogger("duewatch")
 
 LOAN_TABLE = "loans"
+ASIDE_TABLE = "set-aside"  # the marks of loans set aside (streams.aside), keyed by loan id
 ROUTER_TABLES = (BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE, NOTIFY_TABLE, PARTNER_TABLE)
 
 
@@ -75,7 +77,7 @@ def internal_topics(cfg: Settings) -> tuple[str, ...]:
 def changelog_topics(cfg: Settings) -> tuple[str, ...]:
     """The tables' changelog topics. Created before the worker starts: a fresh worker could
     otherwise look for one before it appears in its metadata (PartitionsMismatch, stalls)."""
-    return tuple(f"{cfg.app_id}-{name}-changelog" for name in (LOAN_TABLE, *ROUTER_TABLES))
+    return tuple(f"{cfg.app_id}-{name}-changelog" for name in (LOAN_TABLE, ASIDE_TABLE, *ROUTER_TABLES))
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -231,17 +233,24 @@ class PartitionStore:
             return self.table.get(key)
         return db_for(partition).get(key)
 
-    def put(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
-        """Write ``items`` into ``partition`` at once (one RocksDB write batch)."""
+    def put(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+        """Write ``items`` into ``partition`` at once (one RocksDB write batch); a None value
+        deletes the key, as a changelog tombstone does in Faust's recovery."""
         db_for = self._databases()
         if db_for is None or self._write_batch is None:
             self._point(partition)
             for key, value in items:
-                self.table.data[key] = value
+                if value is None:
+                    self.table.data.pop(key, None)
+                else:
+                    self.table.data[key] = value
             return
         batch = self._write_batch(raw_mode=True)
         for key, value in items:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         db_for(partition).write(batch)
 
     def items(self, actives: set[TP], partitions: int) -> Iterator[tuple[int, bytes, bytes | None]]:
@@ -320,12 +329,18 @@ def _add_sensors(app: faust.App) -> None:
     app.monitor = PrometheusMonitor(metrics=_FAUST_METRICS)
 
 
+def source_of(message: Any, logical: str) -> Source:
+    """The input record ``message`` of logical topic ``logical``, as the shells take it."""
+    return Source(logical, message.partition, message.offset, message.key, message.value, tuple(message.headers or ()))
+
+
 def internal_error(message: Any, logical: str, exc: Exception) -> Effects:
-    """A bug must not lose the record or stop the worker: the record goes to the DLQ, under the
-    topic it was read from."""
-    log.exception("failed on %s[%d]@%d; record sent to the DLQ", logical, message.partition, message.offset)
+    """A bug outside any one loan's step must not lose the record or stop the worker: the record
+    goes to the DLQ, under the topic it was read from."""
+    source = source_of(message, logical)
+    report(exc, source, "handling")
     error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
-    return Effects(sends=[dlq_send(message.key, message.value, error, logical, message.partition, message.offset)])
+    return Effects(sends=[dead_letter(source, error)], dlq=[error.reason])
 
 
 # A tick's loan-keyed routing, put off until the detector has ticked every partition the batch
@@ -356,14 +371,18 @@ def routed_later(
     return entries
 
 
-def tick_instant(value: bytes) -> datetime:
-    """A Tick's instant; raises ``InvalidRecord`` for a bad one."""
+def tick_instant(value: bytes, detector: Detector) -> datetime:
+    """A Tick's instant; raises ``InvalidRecord`` for a bad one, or one too far ahead of the
+    wall clock (``TICK_AHEAD``)."""
     from .core.records import parse_tick
 
     try:
-        return parse_tick(codec.decode("Tick", value)).as_of
+        bounds.check_size(len(value), detector.max_record_bytes)
+        as_of = parse_tick(codec.decode("Tick", value)).as_of
     except codec.DecodeError as exc:
         raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
+    detector.tick_ahead(as_of, datetime.now(UTC))
+    return as_of
 
 
 def create_app(cfg: Settings) -> faust.App:
@@ -380,7 +399,7 @@ def create_app(cfg: Settings) -> faust.App:
         topic_replication_factor=cfg.replication,
         table_standby_replicas=1,
         consumer_auto_offset_reset="earliest",
-        logging_config=logging_config(cfg.log_json, cfg.log_level),
+        logging_config=logging_config(cfg.log_json, cfg.log_level, cfg.kafka_log_level),
         web_enabled=True,
         web_port=cfg.web_port,
         web_bind=cfg.web_bind,
@@ -423,6 +442,7 @@ def create_app(cfg: Settings) -> faust.App:
 
     direct = {name: PartitionStore(table, make_current) for name, table in tables.items()}
     direct[LOAN_TABLE] = loan_store = PartitionStore(loans, make_current)
+    direct[ASIDE_TABLE] = aside_store = PartitionStore(table(ASIDE_TABLE), make_current)
     # The partition of the step at hand: the shells load states by key alone, and a key is read
     # in its record's partition (each step sets it first).
     pointed = [0]
@@ -435,10 +455,17 @@ def create_app(cfg: Settings) -> faust.App:
 
     policy = load_policy(cfg.policy_file)
     book = BookGauges(m)
-    detector = Detector(cfg.engine, lambda loan_id: loan_store.get(pointed[0], loan_id.encode()), book=book)
-    loan_routers = LoanRouters(policy, load, cfg.partitions)
+    set_aside = SetAside()
+    detector = Detector(
+        cfg.engine, lambda loan_id: loan_store.get(pointed[0], loan_id.encode()), book=book, set_aside=set_aside,
+        max_record_bytes=cfg.max_record_bytes,
+        max_tick_ahead=timedelta(seconds=cfg.max_tick_ahead) if cfg.max_tick_ahead else None,
+    )  # fmt: skip
+    loan_routers = LoanRouters(policy, load, cfg.partitions, set_aside)
     notifier = Notifier(policy, load)
     digests = PartnerDigests(policy, load, cfg.partitions)
+    shell_of = {name: loan_routers for name in (BUREAU_TABLE, COLLECTIONS_TABLE, LEDGER_TABLE)}
+    shell_of.update({NOTIFY_TABLE: notifier, PARTNER_TABLE: digests})
     gate = Gate()
     readiness = {"ready": False}
     quiet = Quiet()
@@ -447,7 +474,7 @@ def create_app(cfg: Settings) -> faust.App:
     # --- sending and writing ------------------------------------------------------------------
 
     physical = {logical: t.get_topic_name() for logical, t in outputs.items()}
-    consumed = {logical: m.records_consumed.labels(logical) for logical in names.INPUT_TOPICS}
+    consumed = {logical: m.records_consumed.labels(logical) for logical in (*names.INPUT_TOPICS, names.CONTROL)}
     by_type: dict[str, Any] = {}
     by_sink: dict[str, Any] = {}
 
@@ -466,6 +493,8 @@ def create_app(cfg: Settings) -> faust.App:
                 (by_sink.get(sink) or by_sink.setdefault(sink, m.routed_records.labels(sink))).inc(n)
         for reason in effects.dlq:
             m.invalid_records.labels(reason).inc()
+        for marked in effects.aside.values():
+            (m.loans_set_aside if marked is not None else m.loans_released).inc()
         for send in effects.sends:
             if send.topic == names.DLQ:
                 m.dlq_records.labels(dict(send.headers).get("source_topic", b"?").decode()).inc()
@@ -525,6 +554,7 @@ def create_app(cfg: Settings) -> faust.App:
         await issue(entries, sent)
         loan_writes: dict[str, tuple[Any, Any, datetime | None]] = {}
         router_writes: dict[tuple[str, str], tuple[Any, Any]] = {}
+        aside_writes: dict[str, tuple[Any, bytes | None]] = {}
         for record, _, effects in entries:
             if isinstance(effects, Effects):
                 for loan_id, state in effects.writes.items():
@@ -532,15 +562,19 @@ def create_app(cfg: Settings) -> faust.App:
             else:
                 for name, key, state in effects.writes:
                     router_writes[(name, key)] = (record, state)
+            for loan_id, marked in effects.aside.items():
+                aside_writes[loan_id] = (record, marked)
         if sent.acks:
             await asyncio.gather(*sent.acks)
         writes = [(loan_store, record.partition, loan_id.encode(), stored(state, wake, detector.cfg))
                   for loan_id, (record, state, wake) in loan_writes.items()]  # fmt: skip
         writes += [(direct[name], record.partition, key.encode(), routing_encode(name, state))
                    for (name, key), (record, state) in router_writes.items()]  # fmt: skip
+        writes += [(aside_store, record.partition, loan_id.encode(), marked)
+                   for loan_id, (record, marked) in aside_writes.items()]  # fmt: skip
         await write_states(writes)
 
-    async def write_states(writes: list[tuple[PartitionStore, int, bytes, bytes]]) -> None:
+    async def write_states(writes: list[tuple[PartitionStore, int, bytes, bytes | None]]) -> None:
         """Each state into its table's RocksDB partition and its changelog, the changelog records
         sent together and acknowledged before the batch's records are acked.
 
@@ -550,7 +584,7 @@ def create_app(cfg: Settings) -> faust.App:
         partition's records go as whole record batches (aiokafka's ``send_batch``): one future and
         one trip through the producer per batch instead of per state. The store, the changelog
         topic and the persisted-offset bookkeeping are Faust's, used as it does."""
-        grouped: dict[tuple[PartitionStore, int], list[tuple[bytes, bytes]]] = {}
+        grouped: dict[tuple[PartitionStore, int], list[tuple[bytes, bytes | None]]] = {}
         for store, partition, key, value in writes:
             grouped.setdefault((store, partition), []).append((key, value))
         if not grouped:
@@ -589,12 +623,21 @@ def create_app(cfg: Settings) -> faust.App:
         except Exception:
             log.exception("sending a batch of %d steps failed; retrying step by step", len(entries))
         for entry in entries:
-            record, logical, _ = entry
+            record, logical, effects = entry
             try:
                 await perform([entry])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # None of this step's states were written: memory must say what the tables say.
+                if isinstance(effects, Effects):
+                    detector.reload(effects.writes, record.partition)
+                else:
+                    for name, key, _ in effects.writes:
+                        shell_of[name].cache.forget(name, key)
+                for loan_id, marked in effects.aside.items():
+                    if marked is not None:
+                        set_aside.remove(record.partition, loan_id)
                 await perform([(record, logical, internal_error(record, logical, exc))])
 
     async def in_batches(stream: faust.StreamT, handle: Callable[[list[Any]], Awaitable[None]]) -> None:
@@ -622,13 +665,15 @@ def create_app(cfg: Settings) -> faust.App:
         (``entries`` emptied): a catch-up tick after long downtime makes a whole history due at
         once, and holding all of it in memory took a 100,000-loan worker to 4.5 GB. The routers'
         own tick (held bureau records, the partner-stage marker) comes after every event the tick
-        caused."""
-        due = detector.due(partition, as_of)
-        for start in range(0, len(due), TICK_PART):
-            effects = detector.tick_loans(partition, due[start : start + TICK_PART], datetime.now(UTC))
+        caused. The loans not yet ticked stay in the index, so a tick cut short (a rebalance, a
+        failed send) loses no wake-up."""
+        detector.advance(partition, as_of)
+        source = source_of(record, logical)
+        while due := detector.due(partition, TICK_PART):
+            effects = detector.tick_loans(source, due, datetime.now(UTC))
             entries.append((record, logical, effects))
             later.append((record, logical, partition, effects, None))
-            if start + TICK_PART < len(due):
+            if len(due) == TICK_PART:  # more may be due: this part goes out first
                 await route(entries, sent, later)
                 await flush(entries, sent)
                 entries.clear()
@@ -667,6 +712,30 @@ def create_app(cfg: Settings) -> faust.App:
                 targets[tp] = high - 1
         return targets
 
+    def command(source: Source) -> Effects | RouterEffects:
+        """An operator's command (``streams.contracts.control``) for a loan of this partition."""
+        try:
+            bounds.check_size(len(source.value), cfg.max_record_bytes)
+            order = control.decode(source.value)
+            if source.key is None or source.key.decode("utf-8", "replace") != order.loan_id:
+                raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
+            if order.command == control.RELEASE:
+                effects = detector.release(source.partition, order.loan_id)
+                if effects.aside:
+                    loan_routers.release(source.partition, order.loan_id)
+                    log.info("a loan of partition %d was released (%s@%d)", source.partition, source.topic, source.offset)
+                return effects
+            assert order.event is not None
+            try:
+                event = codec.decode("OverdueEvent", order.event)
+            except codec.DecodeError as exc:
+                raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
+            if event["loan_id"] != order.loan_id:
+                raise errors.InvalidRecord(errors.KEY_MISMATCH, "the event is of another loan")
+            return loan_routers.on_events(source.partition, [(event, order.event)], rerouted=True)
+        except errors.InvalidRecord as exc:
+            return Effects(sends=[dead_letter(source, exc)], dlq=[exc.reason])
+
     async def step(message: Any, logical: str, entries: list[Entry], sent: Sent, later: Deferred) -> bool:
         """One input record of the detector's partitions (of logical topic ``logical``): its steps
         appended to ``entries``; returns True when it let a tick through. A record other than a
@@ -674,29 +743,24 @@ def create_app(cfg: Settings) -> faust.App:
         if logical != names.TICKS:
             await route(entries, sent, later)
         partition = pointed[0] = message.partition
+        source = source_of(message, logical)
         if logical == names.TICKS:
             try:
-                as_of = tick_instant(message.value)
+                as_of = tick_instant(message.value, detector)
             except errors.InvalidRecord as exc:
-                dlq = dlq_send(message.key, message.value, exc, logical, partition, message.offset)
-                entries.append((message, logical, Effects(sends=[dlq], dlq=[exc.reason])))
+                entries.append((message, logical, Effects(sends=[dead_letter(source, exc)], dlq=[exc.reason])))
                 return False
             if gate.hold(partition, as_of, await unprocessed_targets(partition)):
                 return False
             await tick_steps(message, logical, partition, as_of, entries, sent, later)
             return True
         if logical == names.DISPUTES:
-            entries.append(
-                (
-                    message,
-                    logical,
-                    loan_routers.on_dispute(partition, message.offset, message.key, message.value),
-                )
-            )
+            entries.append((message, logical, loan_routers.on_dispute(source)))
             return False
-        effects = detector.handle(
-            logical, partition, message.offset, message.key, message.value, datetime.now(UTC)
-        )
+        if logical == names.CONTROL:
+            entries.append((message, logical, command(source)))
+            return False
+        effects = detector.handle(source, datetime.now(UTC))
         entries.append((message, logical, effects))
         if effects.routed:  # most records change a loan without a transition: nothing to route
             entries.append((message, logical, loan_routers.on_events(partition, effects.routed)))
@@ -706,7 +770,8 @@ def create_app(cfg: Settings) -> faust.App:
         await tick_steps(message, logical, partition, released, entries, sent, later)
         return True
 
-    inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES)))
+    inputs = topic(*(cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES,
+                                            names.CONTROL)))  # fmt: skip
     reread_uncommitted(app, {t.get_topic_name() for t in (notify_topic, items_topic)} | set(inputs.topics))
     # Each agent iterates a channel of batches (streams.intake) rather than its topics; the
     # topics are subscribed as iterating them would (the conductor's set decides the consumer's
@@ -820,6 +885,7 @@ def create_app(cfg: Settings) -> faust.App:
             for shell in (loan_routers, notifier, digests):
                 shell.cache.clear()
             actives = app.assignor.assigned_actives()
+            set_aside.load(aside_store.items(actives, cfg.partitions))
             loaded = rebuild(detector, loan_store.items(actives, cfg.partitions))
             for shell, name in ((loan_routers, BUREAU_TABLE), (digests, PARTNER_TABLE)):
                 shell.indexes.clear()
@@ -837,6 +903,7 @@ def create_app(cfg: Settings) -> faust.App:
     async def publish_gauges() -> None:
         """Gauges that are cheaper to publish once a second than per record."""
         book.flush()
+        m.loans_aside.set(len(set_aside))
         if detector.clocks:
             m.tick_lag.set((datetime.now(UTC) - max(detector.clocks.values())).total_seconds())
         assigned = app.consumer.assignment() if app.consumer else set()
@@ -847,7 +914,7 @@ def create_app(cfg: Settings) -> faust.App:
             if tp in assigned and done is not None:
                 m.consumer_lag.labels(topic_of.get(tp.topic, tp.topic), str(tp.partition)).set(max(0, end - done))
 
-    for logical in (names.SCHEDULES, names.REPAYMENTS, names.TICKS, names.DISPUTES):
+    for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
 
     from .web import add_routes
@@ -918,26 +985,43 @@ def load_indexes(
     wake: Callable[[bytes], datetime | None],
 ) -> None:
     """Load each partition's wake-up index at once from stored (partition, key, bytes) states,
-    ``wake`` giving a state's next wake-up."""
+    ``wake`` giving a state's next wake-up. A state that cannot be read is left out (logged):
+    its key wakes again with its next event."""
     entries: dict[int, list[tuple[str, datetime | None]]] = {}
     for partition, key, raw in stored:
         if raw is not None:
-            entries.setdefault(partition, []).append((key.decode(), wake(raw)))
+            try:
+                at = wake(raw)
+            except Exception as exc:  # noqa: BLE001 - one state must not stop the others' index
+                report(exc, Source("router-state", partition, -1, key, b""), "reading a stored router state of",
+                       "left out of the wake-up index")  # fmt: skip
+                continue
+            entries.setdefault(partition, []).append((key.decode(), at))
     for partition, loaded in entries.items():
         index(partition).load(loaded)
 
 
 def rebuild(detector: Detector, stored: Iterable[tuple[int, bytes, bytes | None]]) -> int:
     """Fill the detector's per-partition wake-up indexes (and the book gauges) from stored loan
-    states, given as (partition, key, bytes); returns the number of loans."""
+    states, given as (partition, key, bytes); returns the number of loans. A state that cannot
+    be read (written by a newer release, damaged) sets its loan aside, not the rebuild."""
     contributions = []
-
-    def wake(raw: bytes) -> datetime | None:
-        at, contributed = indexed(raw, detector.cfg)
+    entries: dict[int, list[tuple[str, datetime | None]]] = {}
+    for partition, key, raw in stored:
+        if raw is None:
+            continue
+        try:
+            at, contributed = indexed(raw, detector.cfg)
+        except Exception as exc:  # this loan alone stops (SPEC §2)
+            loan_id = key.decode("utf-8", "replace")
+            source = Source("loans-changelog", partition, -1, key, b"")
+            report(exc, source, "reading a stored loan state of", "the loan is set aside")
+            detector.aside.add(partition, loan_id, aside.mark(exc, source, datetime.now(UTC)))
+            continue
         contributions.append(contributed)
-        return at
-
-    load_indexes(detector.index, stored, wake)
+        entries.setdefault(partition, []).append((key.decode(), at))
+    for partition, loaded in entries.items():
+        detector.index(partition).load(loaded)
     if detector.book is not None:
         detector.book.reset(contributions, len(contributions))
     return len(contributions)

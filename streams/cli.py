@@ -138,6 +138,65 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from .contracts import control
+    from .core import bounds, errors
+    from .kafkaio import send_control
+
+    try:
+        bounds.check_id(args.loan_id, "LOAN_ID")
+    except errors.InvalidRecord as exc:
+        raise ValueError(exc.detail) from None
+    cfg = _settings()
+    asyncio.run(send_control(cfg, control.Command(control.RELEASE, args.loan_id, datetime.now(UTC))))
+    print(f"release of {args.loan_id} sent; what was dead-lettered meanwhile: "
+          f"duewatch dlq redrive --loan {args.loan_id}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> list:
+    import asyncio
+
+    from .kafkaio import read_dlq
+    from .redrive import matches
+
+    return [r for r in asyncio.run(read_dlq(_settings())) if matches(r, args.reason, args.loan)]
+
+
+def _cmd_dlq_list(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    records = _dead_letters(args)
+    by_cause = Counter((r.header("reason") or "?", r.header("source_topic") or "?") for r in records)
+    for (reason, source), n in sorted(by_cause.items()):
+        print(f"{n:>8}  {reason:<24} from {source}")
+    aside = sorted({r.header("loan_id") for r in records if r.header("reason") == "INTERNAL_ERROR"} - {None})
+    if aside:
+        print(f"loans set aside by an unexpected failure ({len(aside)}): {', '.join(aside)}")
+    print(f"{len(records)} records", file=sys.stderr)
+    return 0
+
+
+def _cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from .kafkaio import resend
+    from .redrive import plan, summary
+
+    chosen = plan(_dead_letters(args), None, None, datetime.now(UTC))
+    sent = 0 if args.dry_run else asyncio.run(resend(_settings(), chosen.resend))
+    for topic, n in sorted(summary(chosen).items()):
+        print(f"{n:>8}  {'would go' if args.dry_run else 'redriven'} to {topic}")
+    for why, n in sorted(chosen.left.items()):
+        print(f"{n:>8}  left: {why}")
+    print(f"{sent} records redriven", file=sys.stderr)
+    return 0
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -147,14 +206,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from .app import changelog_topics, create_app, internal_topics
     from .kafkaio import create_topics
-    from .logs import logging_config
+    from .logs import logging_config, quiet_kafka_client
 
     cfg = _settings()
-    config = logging_config(cfg.log_json, cfg.log_level)
+    config = logging_config(cfg.log_json, cfg.log_level, cfg.kafka_log_level)
     if config is None:
         logging.basicConfig(level=cfg.log_level.upper())
     else:
         logging.config.dictConfig(config)
+    quiet_kafka_client(cfg.kafka_log_level)
     # Topics first (idempotent): the broker does not auto-create them, and a worker that
     # starts against a fresh cluster should simply work.
     asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
@@ -283,6 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     topics = p.add_subparsers(dest="topics_command", required=True)
     t = topics.add_parser("create", help="create every topic of SPEC §1 (idempotent)")
     t.set_defaults(func=_cmd_topics)
+
+    p = sub.add_parser("release", help="let a loan set aside after an unexpected failure take records again")
+    p.add_argument("loan_id", metavar="LOAN_ID")
+    p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("dlq", help="what the dead-letter topic holds: list it, redrive it")
+    dlq = p.add_subparsers(dest="dlq_command", required=True)
+    for name, func, text in (("list", _cmd_dlq_list, "count DLQ records by reason and source; loans set aside"),
+                             ("redrive", _cmd_dlq_redrive, "re-produce DLQ records to their source topics")):  # fmt: skip
+        d = dlq.add_parser(name, help=text)
+        d.add_argument("--reason", default=None, help="only records with this reason (e.g. LOAN_SET_ASIDE)")
+        d.add_argument("--loan", default=None, help="only records of this loan id")
+        if name == "redrive":
+            d.add_argument("--dry-run", action="store_true", help="say what would be redriven, send nothing")
+        d.set_defaults(func=func)
 
     p = sub.add_parser("simulate", help="produce a synthetic loan book and ticks on an accelerated clock")
     _book_arguments(p)

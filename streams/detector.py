@@ -11,13 +11,15 @@ path short: one Avro decode, one core call, one encode per event.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+from . import aside
+from .aside import SetAside, Source
 from .contracts import codec
 from .contracts import topics as names
-from .core import errors, statecodec
+from .core import bounds, errors, statecodec
 from .core.config import EngineConfig
 from .core.events import OverdueEvent
 from .core.loan import (
@@ -86,25 +88,57 @@ class Effects:
     routed: list[tuple[dict, bytes]] = field(default_factory=list)
     dlq: list[str] = field(default_factory=list)
     duplicate: bool = False
+    # Loans set aside (their mark) or released (None) by this step: written with the states.
+    aside: dict[str, bytes | None] = field(default_factory=dict)
+
+    def merge(self, other: Effects) -> None:
+        """Add ``other``'s effects after these (a later step of the same batch)."""
+        self.sends += other.sends
+        self.writes.update(other.writes)
+        self.wakes.update(other.wakes)
+        self.events += other.events
+        self.routed += other.routed
+        self.dlq += other.dlq
+        self.aside.update(other.aside)
+
+
+#: The headers duewatch adds to a dead-lettered record (a redrive takes them off again).
+DLQ_HEADERS = ("reason", "detail", "source_topic", "source_partition", "source_offset", "loan_id")
 
 
 def dlq_send(
-    key: bytes | None, value: bytes, error: errors.InvalidRecord, topic: str, partition: int, offset: int
+    key: bytes | None,
+    value: bytes,
+    error: errors.InvalidRecord,
+    topic: str,
+    partition: int,
+    offset: int,
+    headers: Iterable[tuple[str, bytes]] = (),
+    loan_id: str | None = None,
 ) -> Send:
-    """The dead-letter record: original key and bytes, the reason and the source in headers."""
-    return Send(
-        names.DLQ,
-        key,
-        value,
-        None,
-        [
-            ("reason", error.reason.encode()),
-            ("detail", error.detail.encode("utf-8", "replace")[:512]),
-            ("source_topic", topic.encode()),
-            ("source_partition", str(partition).encode()),
-            ("source_offset", str(offset).encode()),
-        ],
-    )
+    """The dead-letter record: original key, bytes and headers, the reason and the source in
+    headers of its own (and the loan, for a loan set aside)."""
+    own = [
+        ("reason", error.reason.encode()),
+        ("detail", error.detail.encode("utf-8", "replace")[:512]),
+        ("source_topic", topic.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+    ]
+    if loan_id is not None:
+        own.append(("loan_id", loan_id.encode()))
+    return Send(names.DLQ, key, value, None, [*(h for h in headers if h[0] not in DLQ_HEADERS), *own])
+
+
+def dead_letter(source: Source, error: errors.InvalidRecord, loan_id: str | None = None) -> Send:
+    """``dlq_send`` of the input record ``source``."""
+    return dlq_send(source.key, source.value, error, source.topic, source.partition, source.offset,
+                    source.headers, loan_id)  # fmt: skip
+
+
+def internal_error(exc: BaseException) -> errors.InvalidRecord:
+    """The DLQ reason of an unexpected failure, naming only the exception's type."""
+    return errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
 
 
 class Detector:
@@ -116,6 +150,9 @@ class Detector:
         load: Callable[[str], bytes | None],
         cache_size: int = 200_000,
         book: BookGauges | None = None,
+        set_aside: SetAside | None = None,
+        max_record_bytes: int = bounds.MAX_RECORD_BYTES,
+        max_tick_ahead: timedelta | None = timedelta(days=1),
     ) -> None:
         self.cfg = cfg
         self.book = book
@@ -124,6 +161,9 @@ class Detector:
         self.indexes: dict[int, WakeIndex] = {}
         self._cache: OrderedDict[str, LoanState] = OrderedDict()
         self._cache_size = cache_size
+        self.aside = set_aside if set_aside is not None else SetAside()
+        self.max_record_bytes = max_record_bytes
+        self.max_tick_ahead = max_tick_ahead
 
     # --- state -------------------------------------------------------------------------
 
@@ -157,30 +197,44 @@ class Detector:
         """Drop decoded states (after a rebalance the table may hold newer ones)."""
         self._cache.clear()
 
-    def forget(self, partition: int) -> None:
-        """Drop ``partition`` (revoked): its index and clock; cached states go stale harmlessly."""
-        self.indexes.pop(partition, None)
-        self.clocks.pop(partition, None)
-        self._cache.clear()
+    def reload(self, loan_ids: Iterable[str], partition: int) -> None:
+        """Forget what memory holds of ``loan_ids`` beyond their stored states (a batch whose
+        outputs the broker refused wrote none of its states) and index them as stored."""
+        index = self.index(partition)
+        for loan_id in loan_ids:
+            self._cache.pop(loan_id, None)
+            index.set(loan_id, None)
+            if self.aside.holds(partition, loan_id):
+                continue
+            raw = self._load(loan_id)
+            if raw is not None:
+                try:  # the first record or tick for a loan whose state cannot be read sets it aside
+                    index.set(loan_id, indexed(raw, self.cfg)[0])
+                except Exception:  # noqa: BLE001
+                    index.set(loan_id, datetime.min.replace(tzinfo=UTC))
 
     # --- inputs ------------------------------------------------------------------------
 
-    def handle(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, detected_at: datetime
-    ) -> Effects:
-        """One schedule or repayment message. Never raises on bad input: that becomes a DLQ send.
+    def handle(self, source: Source, detected_at: datetime) -> Effects:
+        """One schedule or repayment record. Never raises: bad input becomes a DLQ record with its
+        reason, an unexpected failure sets the loan aside (SPEC §2).
 
         Ticks go to ``on_tick`` (the agent gates them first)."""
+        topic, partition = source.topic, source.partition
+        loan_id: str | None = None
         try:
+            bounds.check_size(len(source.value), self.max_record_bytes)
             if topic == names.SCHEDULES:
-                record = parse_schedule(codec.decode("LoanSchedule", value))
+                record = parse_schedule(codec.decode("LoanSchedule", source.value))
             elif topic == names.REPAYMENTS:
-                record = parse_repayment(codec.decode("Repayment", value))
+                record = parse_repayment(codec.decode("Repayment", source.value))
             else:
                 raise errors.InvalidRecord(errors.INVALID_FIELD, f"detector does not read {topic}")
-            if key is None or key.decode("utf-8", "replace") != record.loan_id:
+            if source.key is None or source.key.decode("utf-8", "replace") != record.loan_id:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
             loan_id = record.loan_id
+            if self.aside.holds(partition, loan_id):
+                raise errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
             before = self.state(loan_id)
             state = before or new_loan(loan_id)
             now = self.clocks.get(partition)
@@ -188,51 +242,115 @@ class Detector:
                 outcome = apply_schedule(state, record, now, self.cfg)
             else:
                 outcome = apply_repayment(state, record, now, self.cfg)
+            effects = Effects(duplicate=outcome.duplicate)
+            self._take(effects, loan_id, before, outcome, partition, detected_at)
+            return effects
         except codec.DecodeError as exc:
-            return Effects(sends=[dlq_send(key, value, errors.InvalidRecord(errors.UNDECODABLE, exc.detail), topic, partition, offset)], dlq=[errors.UNDECODABLE])
+            error = errors.InvalidRecord(errors.UNDECODABLE, exc.detail)
+            return Effects(sends=[dead_letter(source, error)], dlq=[error.reason])
         except errors.InvalidRecord as exc:
-            return Effects(sends=[dlq_send(key, value, exc, topic, partition, offset)], dlq=[exc.reason])
-        effects = Effects(duplicate=outcome.duplicate)
-        self._take(effects, loan_id, before, outcome, partition, detected_at)
+            return Effects(sends=[dead_letter(source, exc, loan_id if exc.reason == errors.LOAN_SET_ASIDE else None)],
+                           dlq=[exc.reason])  # fmt: skip
+        except Exception as exc:  # a bug: this loan alone stops, the record is kept in the DLQ
+            return self.set_aside(exc, source, loan_id, detected_at)
+
+    def set_aside(self, exc: Exception, source: Source, loan_id: str | None, wall: datetime) -> Effects:
+        """An unexpected failure for ``loan_id`` (None: before the record named one): the record
+        to the DLQ as INTERNAL_ERROR and the loan set aside, its state as it was."""
+        aside.report(exc, source, "deciding for a loan of")
+        error = internal_error(exc)
+        effects = Effects(sends=[dead_letter(source, error, loan_id)], dlq=[error.reason])
+        if loan_id is not None:
+            marked = aside.mark(exc, source, wall)
+            self.aside.add(source.partition, loan_id, marked)
+            self._cache.pop(loan_id, None)
+            self.index(source.partition).set(loan_id, None)
+            effects.aside[loan_id] = marked
         return effects
 
-    def on_tick(self, partition: int, as_of: datetime, detected_at: datetime) -> Effects:
-        """The clock of ``partition`` reached ``as_of``: touch only the loans that are due."""
-        return self.tick_loans(partition, self.due(partition, as_of), detected_at)
+    def release(self, partition: int, loan_id: str) -> Effects:
+        """An operator released ``loan_id``: it takes records and ticks again from its stored state."""
+        effects = Effects()
+        if self.aside.remove(partition, loan_id):
+            effects.aside[loan_id] = None
+            self.reload([loan_id], partition)
+        return effects
 
-    def due(self, partition: int, as_of: datetime) -> list[str]:
-        """Advance ``partition``'s clock to ``as_of``; take out of its index the loans now due."""
+    def tick_ahead(self, as_of: datetime, wall: datetime) -> None:
+        """Refuse a tick further ahead of the wall clock than allowed (``TICK_AHEAD``): what a
+        tick emits cannot be taken back."""
+        if self.max_tick_ahead is not None and as_of > wall + self.max_tick_ahead:
+            raise errors.InvalidRecord(
+                errors.TICK_AHEAD, f"tick more than {self.max_tick_ahead.total_seconds():.0f} s ahead of the wall clock"
+            )
+
+    def on_tick(self, source: Source, as_of: datetime, detected_at: datetime) -> Effects:
+        """The clock of ``source.partition`` reached ``as_of``: touch only the loans that are due."""
+        effects = Effects()
+        self.advance(source.partition, as_of)
+        while due := self.due(source.partition):
+            effects.merge(self.tick_loans(source, due, detected_at))
+        return effects
+
+    def advance(self, partition: int, as_of: datetime) -> datetime:
+        """Move ``partition``'s clock to ``as_of`` (never back); returns the clock."""
         clock = self.clocks.get(partition)
         if clock is None or as_of > clock:
             self.clocks[partition] = clock = as_of
-        return self.index(partition).pop_due(clock)
+        return clock
 
-    def tick_loans(self, partition: int, loan_ids: list[str], detected_at: datetime) -> Effects:
-        """Tick ``loan_ids`` (taken out by ``due``) to the partition's clock. A catch-up tick can
-        make a whole history due at once; the agent ticks it a part at a time."""
+    def due(self, partition: int, limit: int | None = None) -> list[str]:
+        """Take out of ``partition``'s index up to ``limit`` loans due by its clock: the rest stay
+        indexed, so a tick cut short (a rebalance, a failed send) loses no wake-up."""
+        clock = self.clocks.get(partition)
+        if clock is None:
+            return []
+        return self.index(partition).pop_due(clock, limit)
+
+    def tick_loans(self, source: Source, loan_ids: list[str], detected_at: datetime) -> Effects:
+        """Tick ``loan_ids`` (taken out by ``due``) to the partition's clock, each on its own: a
+        loan whose tick fails is set aside and the others go on. A catch-up tick can make a
+        whole history due at once; the agent ticks it a part at a time."""
+        partition = source.partition
         clock = self.clocks[partition]
         effects = Effects()
         for loan_id in loan_ids:
-            state = self.state(loan_id)
-            if state is None:
-                continue
-            self._take(effects, loan_id, state, tick(state, clock, self.cfg), partition, detected_at)
+            try:
+                if self.aside.holds(partition, loan_id):
+                    continue
+                state = self.state(loan_id)
+                if state is None:
+                    continue
+                outcome = tick(state, clock, self.cfg)
+                if outcome.wake_at is not None and outcome.wake_at <= clock:
+                    raise RuntimeError("a tick left the loan due at the instant it was ticked to")
+                self._take(effects, loan_id, state, outcome, partition, detected_at)
+            except Exception as exc:  # a bug: this loan alone stops
+                effects.merge(self.set_aside(exc, source, loan_id, detected_at))
         return effects
 
     def _take(
         self, effects: Effects, loan_id: str, before: LoanState | None, outcome: Outcome, partition: int, detected_at: datetime
     ) -> None:
+        """Add ``outcome`` to ``effects`` and to what memory holds. Everything that can fail (the
+        encoding) happens before anything is changed, so a loan that fails here is left as it was."""
         key = loan_id.encode()
+        sends: list[Send] = []
+        routed: list[tuple[dict, bytes]] = []
         for event in outcome.events:
             record = event.to_dict(detected_at)
             value = codec.encode("OverdueEvent", record)
-            effects.sends.append(Send(names.OVERDUE, key, value, partition))
-            effects.events.append(event)
-            effects.routed.append((record, value))
+            sends.append(Send(names.OVERDUE, key, value, partition))
+            routed.append((record, value))
+        rejected: list[str] = []
         for rejection in outcome.rejected:
             original = codec.encode("Repayment", repayment_to_dict(rejection.record))
-            effects.sends.append(dlq_send(key, original, rejection.error, names.REPAYMENTS, partition, -1))
-            effects.dlq.append(rejection.error.reason)
+            sends.append(dlq_send(key, original, rejection.error, names.REPAYMENTS, partition, -1))
+            rejected.append(rejection.error.reason)
+        effects.sends += sends
+        effects.events += outcome.events
+        effects.routed += routed
+        effects.dlq += rejected
         if not outcome.duplicate:
             effects.writes[loan_id] = outcome.state
             effects.wakes[loan_id] = outcome.wake_at

@@ -180,3 +180,68 @@ async def consume(
                         return
     finally:
         await consumer.stop()
+
+
+async def send_control(cfg: Settings, command: Any) -> None:
+    """One operator's command (``streams.contracts.control.Command``) to the control topic, keyed
+    by its loan id: the worker owning the loan reads it in order with the loan's records."""
+    from .contracts import control
+
+    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")
+    await producer.start()
+    try:
+        await (await producer.send(cfg.topic(names.CONTROL), control.encode(command), key=command.loan_id.encode()))
+    finally:
+        await producer.stop()
+
+
+async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
+    """Every record of the DLQ, from its beginning up to its end when asked
+    (``streams.redrive.DeadLetter`` values)."""
+    from .redrive import DeadLetter
+
+    physical = cfg.topic(names.DLQ)
+    consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list[DeadLetter] = []
+    try:
+        partitions = consumer.partitions_for_topic(physical)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public wait
+            partitions = consumer.partitions_for_topic(physical) or set()
+        tps = [TopicPartition(physical, p) for p in sorted(partitions)]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading {physical} took longer than {timeout:.0f} s")
+            batch = await consumer.getmany(timeout_ms=1000)
+            for messages in batch.values():
+                out += [DeadLetter(m.key, m.value, tuple(m.headers or ())) for m in messages if m.offset < ends[TopicPartition(m.topic, m.partition)]]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def resend(cfg: Settings, resends: Iterable[Any]) -> int:
+    """Produce redriven records (``streams.redrive.Resend``) in order; returns how many."""
+    from .redrive import STAGE_TOPICS
+
+    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")
+    await producer.start()
+    try:
+        futures = []
+        for r in resends:
+            topic = f"{cfg.app_id}-{r.topic}" if r.topic in STAGE_TOPICS else cfg.topic(r.topic)
+            futures.append(
+                await producer.send(topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers))
+            )
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()

@@ -28,7 +28,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def logging_config(json_lines: bool, level: str) -> dict[str, Any] | None:
+#: The Kafka client's loggers: at DEBUG they dump whole records (loan ids, borrower ids, phone
+#: numbers), so their level is set on its own (``DUEWATCH_KAFKA_LOG_LEVEL``, default WARNING)
+#: and ``DUEWATCH_LOG_LEVEL=DEBUG`` never turns them on by itself.
+KAFKA_CLIENT_LOGGERS = ("aiokafka", "kafka")
+
+
+def quiet_kafka_client(level: str) -> None:
+    """Hold the Kafka client's own loggers at ``level`` whatever the root logger's level is."""
+    for name in KAFKA_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
+
+
+def logging_config(json_lines: bool, level: str, kafka_level: str = "warning") -> dict[str, Any] | None:
     """A dictConfig for the Faust worker: JSON lines on stderr, or None for Faust's default format."""
     if not json_lines:
         return None
@@ -38,4 +50,5 @@ def logging_config(json_lines: bool, level: str) -> dict[str, Any] | None:
         "formatters": {"json": {"()": "streams.logs.JsonFormatter"}},
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"level": level.upper(), "handlers": ["default"]},
+        "loggers": {name: {"level": kafka_level.upper()} for name in KAFKA_CLIENT_LOGGERS},
     }

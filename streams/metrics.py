@@ -45,6 +45,11 @@ class Metrics:
         self.consumer_lag = Gauge(
             "duewatch_consumer_lag", "End offset minus committed offset, by topic and partition.", ["topic", "partition"], registry=r
         )
+        self.loans_set_aside = Counter(
+            "duewatch_loans_set_aside", "Loans set aside after an unexpected failure (SPEC §2).", registry=r
+        )
+        self.loans_released = Counter("duewatch_loans_released", "Loans set aside that an operator released.", registry=r)
+        self.loans_aside = Gauge("duewatch_loans_aside", "Loans set aside now, in this worker's partitions.", registry=r)
         self.held_repayments = Gauge("duewatch_held_repayments", "Loans holding repayments that wait for a schedule.", registry=r)
         self.ready = Gauge("duewatch_ready", "1 when partitions are assigned and table recovery has finished.", registry=r)
         self.recovering = Gauge("duewatch_recovery_in_progress", "1 while table recovery runs.", registry=r)

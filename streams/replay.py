@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .contracts.topics import DISPUTES, DLQ, OVERDUE, REPAYMENTS, SCHEDULES, TICKS
+import orjson
+
+from .contracts import codec
+from .contracts.topics import DISPUTES, DLQ, OVERDUE, REPAYMENTS, SCHEDULES, TICKS, TOPIC_RECORD
 from .contracts.topics import EVENT_TIME_FIELD as _EVENT_TIME_FIELD
-from .core import errors
+from .core import bounds, errors
 from .core.config import REPLAY_CONFIG, EngineConfig
 from .core.dates import MICROSECOND, parse_instant
 from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
@@ -50,9 +53,30 @@ def _logical(topic: str) -> str:
     return topic
 
 
-def dlq_headers(error: errors.InvalidRecord, source_topic: str) -> dict[str, str]:
-    """The DLQ headers replay writes (the stream adds partition and offset)."""
-    return {"reason": error.reason, "detail": error.detail, "source_topic": source_topic}
+def dlq_headers(error: errors.InvalidRecord, source_topic: str, loan_id: str | None = None) -> dict[str, str]:
+    """The DLQ headers replay writes (the stream adds partition and offset); ``loan_id`` for a
+    loan set aside (SPEC §2)."""
+    headers = {"reason": error.reason, "detail": error.detail, "source_topic": source_topic}
+    if loan_id is not None:
+        headers["loan_id"] = loan_id
+    return headers
+
+
+def encoded_size(topic: str, value: Mapping[str, Any], limit: int) -> int:
+    """How many bytes ``value`` takes on the wire, as far as a bound of ``limit`` bytes is
+    concerned: what the stream measures (SPEC §2's TOO_LARGE) for replay's JSON input.
+
+    Its JSON form is never shorter than its Avro encoding (every field adds at least its name),
+    so only a value whose JSON exceeds the bound is encoded to be measured; one that does not
+    encode is measured as JSON, and its validation says what is wrong with it."""
+    size = len(orjson.dumps(value))
+    if size <= limit:
+        return size
+    record_type = TOPIC_RECORD[topic]
+    try:
+        return len(codec.encode(record_type, codec.from_json(record_type, value)))
+    except (codec.DecodeError, codec.EncodeError):
+        return size
 
 
 @dataclass
@@ -63,6 +87,9 @@ class Replay:
     loans: dict[str, LoanState] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
     disputes: list[Any] = field(default_factory=list)
+    max_record_bytes: int = bounds.MAX_RECORD_BYTES
+    # Loans an unexpected failure set aside (SPEC §2): their later records go to the DLQ.
+    aside: set[str] = field(default_factory=set)
     _order: int = 0
 
     def _emit(self, at: datetime, topic: str, key: str | None, value: dict[str, Any], headers=None) -> None:
@@ -107,12 +134,14 @@ class Replay:
             try:
                 if not isinstance(value, Mapping):
                     raise errors.InvalidRecord(errors.UNDECODABLE, "value is not an object")
+                bounds.check_size(encoded_size(topic, value, self.max_record_bytes), self.max_record_bytes)
                 event_time = parse_instant(value.get(time_field))
             except errors.InvalidRecord as exc:
                 first_bad.append((index, topic, key, value, exc))
                 continue
-            except ValueError as exc:
-                first_bad.append((index, topic, key, value, errors.InvalidRecord(errors.INVALID_FIELD, f"{time_field}: {exc}")))
+            except (ValueError, OverflowError):
+                error = errors.InvalidRecord(errors.INVALID_FIELD, f"{time_field} must be an ISO-8601 instant with an offset")
+                first_bad.append((index, topic, key, value, error))
                 continue
             timed.append((event_time, index, topic, key, value))
             latest = event_time if latest is None or event_time > latest else latest
@@ -127,7 +156,12 @@ class Replay:
                 progress(done + 1, len(timed))
         if until is not None:
             for loan_id, state in list(self.loans.items()):
-                self._outcome(loan_id, tick(state, until, self.cfg), TICKS)
+                if loan_id in self.aside:
+                    continue
+                try:
+                    self._outcome(loan_id, tick(state, until, self.cfg), TICKS)
+                except Exception as exc:  # a bug: this loan alone stops (SPEC §2)
+                    self._set_aside(exc, until, TICKS, None, {"as_of": until.isoformat()}, loan_id)
         self.outputs.sort()
         if policy is not None and until is not None:
             events = [o.value for o in self.outputs if o.topic == OVERDUE]
@@ -144,23 +178,44 @@ class Replay:
         before = event_time - MICROSECOND
         if until is not None and before > until:
             before = until
+        loan_id: str | None = None
         try:
             if topic == TICKS:
                 return  # replay makes its own clock; input ticks never change what is true
             if topic == DISPUTES:
-                self.disputes.append(parse_dispute(value))
+                dispute = parse_dispute(value)
+                if dispute.loan_id in self.aside:
+                    loan_id = dispute.loan_id
+                    raise errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
+                self.disputes.append(dispute)
                 return
             record = parse_schedule(value) if topic == SCHEDULES else parse_repayment(value)
             if key is not None and key != record.loan_id:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "key differs from loan_id")
             loan_id = record.loan_id
+            if loan_id in self.aside:
+                raise errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
             state = self.loans.get(loan_id) or new_loan(loan_id)
             caught_up = tick(state, before, self.cfg)
-            self._outcome(loan_id, caught_up, TICKS)
             apply = apply_schedule if topic == SCHEDULES else apply_repayment
-            self._outcome(loan_id, apply(caught_up.state, record, before, self.cfg), topic)
+            applied = apply(caught_up.state, record, before, self.cfg)
+            self._outcome(loan_id, caught_up, TICKS)
+            self._outcome(loan_id, applied, topic)
         except errors.InvalidRecord as exc:
-            self._emit(event_time, DLQ, key, dict(value), dlq_headers(exc, topic))
+            held = loan_id if exc.reason == errors.LOAN_SET_ASIDE else None
+            self._emit(event_time, DLQ, key, dict(value), dlq_headers(exc, topic, held))
+        except Exception as exc:  # a bug: this loan alone stops (SPEC §2)
+            self._set_aside(exc, event_time, topic, key, value, loan_id)
+
+    def _set_aside(
+        self, exc: Exception, at: datetime, topic: str, key: Any, value: Mapping[str, Any], loan_id: str | None
+    ) -> None:
+        """An unexpected failure: the record to the DLQ as INTERNAL_ERROR and, when it named a
+        loan, that loan set aside, as the stream does."""
+        error = errors.InvalidRecord(errors.INTERNAL_ERROR, type(exc).__name__)
+        self._emit(at, DLQ, key, dict(value), dlq_headers(error, topic, loan_id))
+        if loan_id is not None:
+            self.aside.add(loan_id)
 
 
 def replay(

@@ -19,16 +19,17 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .aside import SetAside, Source, mark, report
 from .contracts import codec
 from .contracts.topics import TOPIC_RECORD
 from .core import errors, statecodec
-from .core.routing import Policy, RoutingError, bureau, collections, notifications, partners
+from .core.routing import Policy, bureau, collections, notifications, partners
 from .core.routing.common import Output
 from .core.wakeups import WakeIndex
-from .detector import Send, dlq_send
+from .detector import Send, dead_letter, dlq_send, internal_error
 
 log = logging.getLogger("duewatch")
 
@@ -98,12 +99,15 @@ class RouterEffects:
     writes: list[tuple[str, str, Any]] = field(default_factory=list)
     routed: Counter = field(default_factory=Counter)
     dlq: list[str] = field(default_factory=list)
+    # Loans set aside (their mark) or released (None) by this step: written with the states.
+    aside: dict[str, bytes | None] = field(default_factory=dict)
 
     def merge(self, other: RouterEffects) -> None:
         self.sends += other.sends
         self.writes += other.writes
         self.routed.update(other.routed)
         self.dlq += other.dlq
+        self.aside.update(other.aside)
 
     def route(self, outputs: list[Output]) -> None:
         for topic, key, value in outputs:
@@ -154,6 +158,10 @@ class StateCache:
         if len(self._data) > self._size:
             self._data.popitem(last=False)
 
+    def forget(self, table: str, key: str) -> None:
+        """Drop ``key``'s cached state: it was not written (its batch failed), the table is the truth."""
+        self._data.pop((table, key), None)
+
     def clear(self) -> None:
         self._data.clear()
 
@@ -185,10 +193,19 @@ def _stuck(after: datetime | None, due: datetime, router: str) -> bool:
     return True
 
 
+_LOG_EVERY = timedelta(minutes=1)
+
+
 def _bad(key: bytes | None, value: bytes, exc: Exception, topic: str, partition: int, offset: int) -> RouterEffects:
-    reason = errors.UNDECODABLE if isinstance(exc, codec.DecodeError) else errors.INVALID_FIELD
-    error = errors.InvalidRecord(reason, str(exc)[:200])
-    return RouterEffects(sends=[dlq_send(key, value, error, topic, partition, offset)], dlq=[reason])
+    """A record of an internal stage topic its router cannot take. duewatch wrote it, so this is a
+    bug (INTERNAL_ERROR), unless the bytes do not even decode; either way it goes to the DLQ and
+    the stage goes on."""
+    if isinstance(exc, codec.DecodeError):
+        error = errors.InvalidRecord(errors.UNDECODABLE, exc.detail)
+    else:
+        report(exc, Source(topic, partition, offset, key, value), "routing")
+        error = internal_error(exc)
+    return RouterEffects(sends=[dlq_send(key, value, error, topic, partition, offset)], dlq=[error.reason])
 
 
 class LoanRouters:
@@ -200,91 +217,136 @@ class LoanRouters:
     the cure that should have cancelled it). After each tick it sends a tick marker from its
     partition to every partition of the partner-items topic: the partner stage's clock is the
     minimum over all source partitions, a watermark.
+
+    Each loan is routed on its own: a router failing for one loan sets that loan aside (the
+    event to the DLQ, the loan's router states as they were) and the others go on.
     """
 
-    def __init__(self, policy: Policy, load: Load, partitions: int) -> None:
+    def __init__(self, policy: Policy, load: Load, partitions: int, set_aside: SetAside | None = None) -> None:
         self.policy = policy
         self.cache = StateCache(load)
         self.partitions = partitions
         self.indexes: dict[int, WakeIndex] = {}
         self.clocks: dict[int, datetime] = {}
+        self.aside = set_aside if set_aside is not None else SetAside()
 
     def index(self, partition: int) -> WakeIndex:
         return self.indexes.setdefault(partition, WakeIndex())
 
-    def on_events(self, partition: int, events: list[tuple[Any, bytes]]) -> RouterEffects:
-        """The OverdueEvents (native dict, encoded bytes) the detector just emitted, in as_of order."""
+    def on_events(self, partition: int, events: list[tuple[Any, bytes]], rerouted: bool = False) -> RouterEffects:
+        """The OverdueEvents (native dict, encoded bytes) the detector just emitted, in as_of order.
+        ``rerouted``: an operator redrove them (``duewatch dlq redrive``), so a loan set aside
+        is routed all the same."""
         effects = RouterEffects()
         for event, value in sorted(events, key=lambda pair: pair[0]["as_of"]):
-            effects.merge(self.on_event(partition, event, value))
+            effects.merge(self.on_event(partition, event, value, rerouted))
         return effects
 
-    def on_event(self, partition: int, event: Any, value: bytes) -> RouterEffects:
-        """One OverdueEvent of a loan in ``partition``."""
+    def on_event(self, partition: int, event: Any, value: bytes, rerouted: bool = False) -> RouterEffects:
+        """One OverdueEvent of a loan in ``partition``. Every router's step is computed before any
+        state is kept, so a failure leaves the loan's router states as they were."""
+        loan_id = event["loan_id"]
+        source = Source("overdue.events", partition, -1, loan_id.encode(), value)
+        if not rerouted and self.aside.holds(partition, loan_id):
+            error = errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
+            return RouterEffects(sends=[dead_letter(source, error, loan_id)], dlq=[error.reason])
         try:
-            loan_id = event["loan_id"]
-            effects = RouterEffects()
             policy = self.policy
-            state, out = bureau.step_event(self.cache.get(BUREAU_TABLE, loan_id, bureau.EMPTY), event, policy)
-            effects.route(out)
-            self.cache.put(effects, BUREAU_TABLE, loan_id, state)
-            self.index(partition).set(loan_id, bureau.next_due(state))
-            cstate, out = collections.step_event(
+            bstate, bureau_out = bureau.step_event(self.cache.get(BUREAU_TABLE, loan_id, bureau.EMPTY), event, policy)
+            cstate, collections_out = collections.step_event(
                 self.cache.get(COLLECTIONS_TABLE, loan_id, collections.EMPTY), event, policy
             )
-            effects.route(out)
-            self.cache.put(effects, COLLECTIONS_TABLE, loan_id, cstate)
             ledger, envelopes = partners.step_fan_out(
                 self.cache.get(LEDGER_TABLE, loan_id, partners.EMPTY_LEDGER), event, policy
             )
-            for partner_id, envelope in envelopes:
-                effects.sends.append(
-                    Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None)
-                )
-            self.cache.put(effects, LEDGER_TABLE, loan_id, ledger)
-            if notifications.classify(event) is not None or event["type"] == "OVERDUE_RETRACTED":
+            items = [Send(PARTNER_ITEMS, p.encode(), partners.envelope_to_bytes(e), None) for p, e in envelopes]
+            notify = notifications.classify(event) is not None or event["type"] == "OVERDUE_RETRACTED"
+            effects = RouterEffects()
+            effects.route(bureau_out)
+            effects.route(collections_out)
+            effects.sends += items
+            if notify:
                 effects.sends.append(Send(NOTIFY_BY_BORROWER, event["borrower_id"].encode(), value, None))
-            return effects
-        except (RoutingError, KeyError, TypeError, ValueError) as exc:
-            return _bad(event.get("loan_id", "").encode(), value, exc, "overdue.events", partition, -1)
+        except Exception as exc:  # a bug or a bad event: this loan alone stops
+            return self.set_aside(exc, source, loan_id)
+        self.cache.put(effects, BUREAU_TABLE, loan_id, bstate)
+        self.index(partition).set(loan_id, bureau.next_due(bstate))
+        self.cache.put(effects, COLLECTIONS_TABLE, loan_id, cstate)
+        self.cache.put(effects, LEDGER_TABLE, loan_id, ledger)
+        return effects
 
-    def on_dispute(self, partition: int, offset: int, key: bytes | None, value: bytes) -> RouterEffects:
-        """A Dispute for a loan in ``partition`` (bureau router only)."""
+    def set_aside(self, exc: Exception, source: Source, loan_id: str) -> RouterEffects:
+        """A router failed for ``loan_id``: what it was handling to the DLQ, the loan set aside."""
+        report(exc, source, "routing a loan of")
+        error = internal_error(exc)
+        marked = mark(exc, source, datetime.now(UTC))
+        self.aside.add(source.partition, loan_id, marked)
+        self.index(source.partition).set(loan_id, None)
+        return RouterEffects(sends=[dead_letter(source, error, loan_id)], dlq=[error.reason], aside={loan_id: marked})
+
+    def release(self, partition: int, loan_id: str) -> None:
+        """``loan_id`` was released: its held bureau records wake again."""
+        state = self.cache.get(BUREAU_TABLE, loan_id)
+        self.index(partition).set(loan_id, None if state is None else bureau.next_due(state))
+
+    def on_dispute(self, source: Source) -> RouterEffects:
+        """A Dispute for a loan in ``source.partition`` (bureau router only)."""
         from .core.records import parse_dispute
 
+        loan_id: str | None = None
         try:
-            dispute = parse_dispute(codec.decode("Dispute", value))
-            if key is None or key.decode("utf-8", "replace") != dispute.loan_id:
+            dispute = parse_dispute(codec.decode("Dispute", source.value))
+            if source.key is None or source.key.decode("utf-8", "replace") != dispute.loan_id:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
+            loan_id = dispute.loan_id
+            if self.aside.holds(source.partition, loan_id):
+                raise errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
             record = {"dispute_id": dispute.dispute_id, "loan_id": dispute.loan_id, "status": dispute.status,
                       "at": dispute.at, "note": dispute.note}  # fmt: skip
             state = self.cache.get(BUREAU_TABLE, dispute.loan_id, bureau.EMPTY)
             state, out = bureau.step_dispute(state, record, self.policy)
             effects = RouterEffects()
             effects.route(out)
-            self.cache.put(effects, BUREAU_TABLE, dispute.loan_id, state)
-            self.index(partition).set(dispute.loan_id, bureau.next_due(state))
-            return effects
         except errors.InvalidRecord as exc:
-            return RouterEffects(sends=[dlq_send(key, value, exc, "bureau.disputes", partition, offset)], dlq=[exc.reason])
-        except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
-            return _bad(key, value, exc, "bureau.disputes", partition, offset)
+            held = loan_id if exc.reason == errors.LOAN_SET_ASIDE else None
+            return RouterEffects(sends=[dead_letter(source, exc, held)], dlq=[exc.reason])
+        except codec.DecodeError as exc:
+            error = errors.InvalidRecord(errors.UNDECODABLE, exc.detail)
+            return RouterEffects(sends=[dead_letter(source, error)], dlq=[error.reason])
+        except Exception as exc:  # a bug: this loan alone stops
+            if loan_id is None:
+                report(exc, source, "deciding for a dispute of")
+                error = internal_error(exc)
+                return RouterEffects(sends=[dead_letter(source, error)], dlq=[error.reason])
+            return self.set_aside(exc, source, loan_id)
+        self.cache.put(effects, BUREAU_TABLE, dispute.loan_id, state)
+        self.index(source.partition).set(dispute.loan_id, bureau.next_due(state))
+        return effects
 
-    def on_tick(self, partition: int, as_of: datetime) -> RouterEffects:
-        """Release the held bureau records of ``partition`` that are due by ``as_of``."""
+    def on_tick(self, partition: int, as_of: datetime, source: Source | None = None) -> RouterEffects:
+        """Release the held bureau records of ``partition`` that are due by ``as_of``, loan by loan."""
         clock = self.clocks.get(partition)
         if clock is None or as_of > clock:
             self.clocks[partition] = clock = as_of
         effects = RouterEffects()
         index = self.index(partition)
         for loan_id in index.pop_due(clock):
-            state = self.cache.get(BUREAU_TABLE, loan_id)
-            if state is None:
+            if self.aside.holds(partition, loan_id):
                 continue
-            state, out, due = _tick_through(
-                state, clock, bureau.next_due, lambda s, at: bureau.step_tick(s, at, self.policy), BUREAU_TABLE
-            )
-            effects.route(out)
+            try:
+                state = self.cache.get(BUREAU_TABLE, loan_id)
+                if state is None:
+                    continue
+                state, out, due = _tick_through(
+                    state, clock, bureau.next_due, lambda s, at: bureau.step_tick(s, at, self.policy), BUREAU_TABLE
+                )
+                routed = RouterEffects()
+                routed.route(out)
+            except Exception as exc:  # a bug: this loan alone stops
+                where = source or Source("clock.ticks", partition, -1, None, codec.encode("Tick", {"as_of": clock}))
+                effects.merge(self.set_aside(exc, where, loan_id))
+                continue
+            effects.merge(routed)
             self.cache.put(effects, BUREAU_TABLE, loan_id, state)
             index.set(loan_id, due)
         marker = codec.encode("Tick", {"as_of": clock})
@@ -310,7 +372,7 @@ class Notifier:
             effects.route(out)
             self.cache.put(effects, NOTIFY_TABLE, borrower, state)
             return effects
-        except (codec.DecodeError, RoutingError, KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # this borrower's record alone goes to the DLQ
             return _bad(key, value, exc, NOTIFY_BY_BORROWER, partition, offset)
 
 
@@ -328,6 +390,7 @@ class PartnerDigests:
         self.indexes: dict[int, WakeIndex] = {}
         self.clocks: dict[int, datetime] = {}
         self.marks: dict[int, dict[int, datetime]] = {}
+        self._logged: dict[int, datetime] = {}
 
     def on_marker(self, partition: int, source: int, value: bytes) -> RouterEffects:
         """A tick marker from loan partition ``source``: advance this partition's watermark."""
@@ -355,7 +418,7 @@ class PartnerDigests:
             self.cache.put(effects, PARTNER_TABLE, partner_id, state)
             self.index(partition).set(partner_id, partners.next_due(state))
             return effects
-        except (RoutingError, KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # this partner's record alone goes to the DLQ
             return _bad(key, value, exc, PARTNER_ITEMS, partition, offset)
 
     def on_tick(self, partition: int, as_of: datetime) -> RouterEffects:
@@ -368,11 +431,29 @@ class PartnerDigests:
             state = self.cache.get(PARTNER_TABLE, partner_id)
             if state is None:
                 continue
-            state, out, due = _tick_through(
-                state, clock, partners.next_due,
-                lambda s, at, partner_id=partner_id: partners.step_tick(s, partner_id, at, self.policy), PARTNER_TABLE,
-            )  # fmt: skip
-            effects.route(out)
+            try:
+                state, out, due = _tick_through(
+                    state, clock, partners.next_due,
+                    lambda s, at, partner_id=partner_id: partners.step_tick(s, partner_id, at, self.policy),
+                    PARTNER_TABLE,
+                )  # fmt: skip
+                routed = RouterEffects()
+                routed.route(out)
+            except Exception as exc:  # a bug: this partner's digest waits, the others go on
+                self._failed(exc, partition, clock)
+                index.set(partner_id, partners.next_due(state))  # tried again at the next tick
+                continue
+            effects.merge(routed)
             self.cache.put(effects, PARTNER_TABLE, partner_id, state)
             index.set(partner_id, due)
         return effects
+
+    def _failed(self, exc: Exception, partition: int, clock: datetime) -> None:
+        """Log a partner's failed digest at most once a minute per partition: it is retried at every
+        tick until a fix is deployed, and the log must not drown."""
+        last = self._logged.get(partition)
+        now = datetime.now(UTC)
+        if last is None or now - last > _LOG_EVERY:
+            self._logged[partition] = now
+            report(exc, Source(PARTNER_ITEMS, partition, -1, None, b""), "making a partner's digest in",
+                   "retried at every tick (logged once a minute)")  # fmt: skip

@@ -70,6 +70,14 @@ class Settings:
     # Most records of one fetch an agent handles as one batch (streams.intake): one wait for the
     # broker's acknowledgements per batch instead of per record.
     batch_max: int = 2000
+    # SPEC §2: the largest record value the worker takes (bytes; larger ones go to the DLQ as
+    # TOO_LARGE), and how far ahead of the wall clock a tick may be (seconds; 0: no check, for
+    # simulations and tests of future books).
+    max_record_bytes: int = 256 * 1024
+    max_tick_ahead: float = 86_400.0
+    # The Kafka client's own log level: its DEBUG output dumps records (ids, contact data), so it
+    # stays at WARNING unless asked for here, whatever DUEWATCH_LOG_LEVEL says.
+    kafka_log_level: str = "warning"
 
     def topic(self, logical: str) -> str:
         """The physical name of logical topic ``logical``."""
@@ -127,4 +135,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_json=_bool(env, "DUEWATCH_LOG_JSON", False),
         log_level=text("DUEWATCH_LOG_LEVEL", "info") or "info",
         batch_max=_number(env, "DUEWATCH_BATCH_MAX", 2000, int, 1),
+        max_record_bytes=_number(env, "DUEWATCH_MAX_RECORD_BYTES", 256 * 1024, int, 1),
+        max_tick_ahead=_number(env, "DUEWATCH_MAX_TICK_AHEAD", 86_400.0, float, 0),
+        kafka_log_level=text("DUEWATCH_KAFKA_LOG_LEVEL", "warning") or "warning",
     )

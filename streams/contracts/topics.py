@@ -14,10 +14,13 @@ BUREAU = "bureau.records"
 PARTNER = "partner.shares"
 COLLECTIONS = "collections.tasks"
 DLQ = "duewatch.dlq"
+#: Operators' commands to the workers (``duewatch release``, a redriven routed event): keyed by
+#: loan id like the inputs, so the worker that owns the loan reads them in order with its records.
+CONTROL = "duewatch.control"
 
 INPUT_TOPICS = (SCHEDULES, REPAYMENTS, TICKS, DISPUTES)
 OUTPUT_TOPICS = (OVERDUE, NOTIFY, BUREAU, PARTNER, COLLECTIONS, DLQ)
-ALL_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
+ALL_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS + (CONTROL,)
 
 #: Logical topic -> the Avro record type of its values (the DLQ carries other topics' bytes).
 TOPIC_RECORD: dict[str, str] = {

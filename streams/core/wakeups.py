@@ -50,11 +50,12 @@ class WakeIndex:
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: datetime) -> list[str]:
-        """Remove and return every loan whose wake-up is at or before ``now`` (callers ``set`` them again)."""
+    def pop_due(self, now: datetime, limit: int | None = None) -> list[str]:
+        """Remove and return the loans whose wake-up is at or before ``now``, at most ``limit`` of
+        them, earliest first (callers ``set`` them again; the rest stay indexed)."""
         due: list[str] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
             wake_at, loan_id = heapq.heappop(heap)
             if self._due.get(loan_id) == wake_at:
                 del self._due[loan_id]

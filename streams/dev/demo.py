@@ -781,6 +781,7 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
                 "DUEWATCH_APP_ID": cfg.app_id,
                 "DUEWATCH_PARTITIONS": str(cfg.partitions),
                 "DUEWATCH_TICKER_ENABLED": "false",
+                "DUEWATCH_MAX_TICK_AHEAD": "0",  # a simulated clock may run ahead of the wall clock
                 "DUEWATCH_STATE_DIR": str(work / f"state-w{i + 1}"),
                 "DUEWATCH_WEB_PORT": str(port),
                 "DUEWATCH_WEB_BIND": "127.0.0.1",

@@ -29,6 +29,9 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "duewatch_tick_handling_seconds",
         "duewatch_consumer_lag",
         "duewatch_held_repayments",
+        "duewatch_loans_set_aside_total",
+        "duewatch_loans_released_total",
+        "duewatch_loans_aside",
         "duewatch_ready",
         "duewatch_recovery_in_progress",
     }
@@ -53,6 +56,9 @@ METRIC_LABELS: dict[str, frozenset[str]] = {
     "duewatch_tick_handling_seconds": frozenset(),
     "duewatch_consumer_lag": frozenset({"topic", "partition"}),
     "duewatch_held_repayments": frozenset(),
+    "duewatch_loans_set_aside_total": frozenset(),
+    "duewatch_loans_released_total": frozenset(),
+    "duewatch_loans_aside": frozenset(),
     "duewatch_ready": frozenset(),
     "duewatch_recovery_in_progress": frozenset(),
 }

@@ -99,6 +99,8 @@ class DuewatchCluster:
             "DUEWATCH_PARTITIONS": str(partitions),
             "DUEWATCH_APP_ID": f"dw-{self.prefix.rstrip('.')}",
             "DUEWATCH_TICKER_ENABLED": "false",
+            # Tests drive books of any date with their own clock (the guard has a test of its own).
+            "DUEWATCH_MAX_TICK_AHEAD": "0",
             "DUEWATCH_SETTLE_DELAY": str(settle),
             "DUEWATCH_LOG_LEVEL": "info",
             **env,

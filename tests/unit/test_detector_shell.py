@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from faust.types import TP
 
 from streams.app import Gate, partition_of, rebuild
+from streams.aside import Source
 from streams.contracts import codec
 from streams.core import statecodec
 from streams.core.config import EngineConfig
-from streams.detector import Detector
+from streams.detector import Detector, Effects
 from tests.support.builders import at, payment_dict, schedule_dict
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -41,41 +42,52 @@ def tick_bytes(when: datetime) -> bytes:
     return codec.encode("Tick", {"as_of": when})
 
 
+def handle(detector: Detector, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+           now: datetime) -> Effects:  # fmt: skip
+    """One input record through the shell, as the agent hands it over."""
+    return detector.handle(Source(topic, partition, offset, key, value), now)
+
+
+def tick(detector: Detector, partition: int, as_of: datetime, now: datetime) -> Effects:
+    """One tick of ``partition`` through the shell."""
+    return detector.on_tick(Source("clock.ticks", partition, 0, None, tick_bytes(as_of)), as_of, now)
+
+
 def headers(send) -> dict[str, str]:
     return {k: v.decode() for k, v in send.headers}
 
 
 def test_undecodable_and_invalid_records_become_dlq_sends_with_their_source() -> None:
     detector, _ = shell()
-    effects = detector.handle("loan.repayments", 2, 41, b"L1", b"\x00garbage", NOW)
+    effects = handle(detector, "loan.repayments", 2, 41, b"L1", b"\x00garbage", NOW)
     [send] = effects.sends
     assert send.topic == "duewatch.dlq" and send.key == b"L1" and send.value == b"\x00garbage"
     assert headers(send) | {"detail": ""} == {
         "reason": "UNDECODABLE", "detail": "", "source_topic": "loan.repayments", "source_partition": "2", "source_offset": "41",
     }
-    effects = detector.handle("loan.repayments", 0, 1, b"L1", pay_bytes("p", 5, "2026-03-01", currency="XYZ"), NOW)
+    effects = handle(detector, "loan.repayments", 0, 1, b"L1", pay_bytes("p", 5, "2026-03-01", currency="XYZ"), NOW)
     assert headers(effects.sends[0])["reason"] == "UNKNOWN_CURRENCY" and not effects.writes
-    effects = detector.handle("loan.schedules", 0, 2, b"OTHER", sched_bytes(), NOW)
+    effects = handle(detector, "loan.schedules", 0, 2, b"OTHER", sched_bytes(), NOW)
     assert headers(effects.sends[0])["reason"] == "KEY_MISMATCH"
 
 
 def test_a_record_processed_again_after_a_crash_resends_what_it_caused() -> None:
     detector, table = shell()
-    table.write(detector.handle("loan.schedules", 0, 0, b"L1", sched_bytes(), NOW))
-    table.write(detector.on_tick(0, at("2026-03-19"), NOW))
+    table.write(handle(detector, "loan.schedules", 0, 0, b"L1", sched_bytes(), NOW))
+    table.write(tick(detector, 0, at("2026-03-19"), NOW))
     record = pay_bytes("p1", 100_000, "2026-03-18T10:00")
-    first = detector.handle("loan.repayments", 0, 7, b"L1", record, NOW)
+    first = handle(detector, "loan.repayments", 0, 7, b"L1", record, NOW)
     assert [e.type for e in first.events] == ["OVERDUE_CURED"]
     # Crash after the send, before the state write: the restarted worker finds the old state.
     restarted = Detector(EngineConfig(), table.get)
     restarted.clocks[0] = at("2026-03-19")
-    again = restarted.handle("loan.repayments", 0, 7, b"L1", record, NOW)
+    again = handle(restarted, "loan.repayments", 0, 7, b"L1", record, NOW)
     assert [s.value for s in again.sends] != [] and [e.event_id for e in again.events] == [e.event_id for e in first.events]
     # Crash after the state write: the repeat is recognised and causes nothing new.
     table.write(first)
     restarted = Detector(EngineConfig(), table.get)
     restarted.clocks[0] = at("2026-03-19")
-    repeat = restarted.handle("loan.repayments", 0, 7, b"L1", record, NOW)
+    repeat = handle(restarted, "loan.repayments", 0, 7, b"L1", record, NOW)
     assert repeat.duplicate and not repeat.events and not repeat.writes
 
 
@@ -83,12 +95,12 @@ def test_tick_touches_only_due_loans_and_index_rebuilds_from_the_table() -> None
     detector, table = shell()
     for n in range(50):
         loan = f"L{n}"
-        table.write(detector.handle("loan.schedules", 0, n, loan.encode(), sched_bytes(loan_id=loan), NOW))
-    table.write(detector.on_tick(0, at("2026-03-01"), NOW))
-    assert detector.on_tick(0, at("2026-03-02"), NOW).writes == {}  # nothing due: nothing touched
+        table.write(handle(detector, "loan.schedules", 0, n, loan.encode(), sched_bytes(loan_id=loan), NOW))
+    table.write(tick(detector, 0, at("2026-03-01"), NOW))
+    assert tick(detector, 0, at("2026-03-02"), NOW).writes == {}  # nothing due: nothing touched
     fresh = Detector(EngineConfig(), table.get)
     assert rebuild(fresh, ((0, k.encode(), v) for k, v in table.items())) == 50
-    effects = fresh.on_tick(0, at("2026-03-12T09:01:01"), NOW)
+    effects = tick(fresh, 0, at("2026-03-12T09:01:01"), NOW)
     assert len(effects.writes) == 50 and {e.type for e in effects.events} == {"DUE_SOON"}
 
 
@@ -165,10 +177,14 @@ def test_a_tick_in_parts_emits_what_the_whole_tick_emits() -> None:
     for n in range(30):
         loan = f"L{n}"
         for detector, table in ((whole, table_a), (parts, table_b)):
-            table.write(detector.handle("loan.schedules", 0, n, loan.encode(), sched_bytes(loan_id=loan), NOW))
+            table.write(handle(detector, "loan.schedules", 0, n, loan.encode(), sched_bytes(loan_id=loan), NOW))
     late = at("2026-06-01")
-    expected = whole.on_tick(0, late, NOW)
-    due = parts.due(0, late)
-    got = [e for start in range(0, len(due), 7) for e in parts.tick_loans(0, due[start : start + 7], NOW).events]
-    assert len(due) == 30 and len(expected.events) > 60
+    expected = tick(whole, 0, late, NOW)
+    parts.advance(0, late)
+    source = Source("clock.ticks", 0, 0, None, tick_bytes(late))
+    got, taken = [], 0
+    while due := parts.due(0, 7):
+        taken += len(due)
+        got += parts.tick_loans(source, due, NOW).events
+    assert taken == 30 and len(expected.events) > 60
     assert sorted(e.event_id for e in got) == sorted(e.event_id for e in expected.events)

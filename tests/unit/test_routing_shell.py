@@ -89,10 +89,11 @@ def test_stored_router_states_carry_their_wake_up_and_read_back(tmp_path) -> Non
         assert decode(BUREAU_TABLE, bare) == state and stored_due(BUREAU_TABLE, bare) == bureau.next_due(state)
 
 
-def test_deferred_routing_keeps_order_and_a_failing_router_dead_letters_the_record_under_its_topic() -> None:
-    """A tick's routing runs after the batch's ticks (``streams.app.routed_later``). A router
-    that fails must send the record that let the tick through to the DLQ under that record's
-    topic: a tick released by a repayment once went there labelled clock.ticks."""
+def test_deferred_routing_keeps_order_and_a_failing_router_sets_each_loan_aside_alone() -> None:
+    """A tick's routing runs after the batch's ticks (``streams.app.routed_later``), in order. A
+    router that fails for a loan sets that loan aside (SPEC §2): its events go to the DLQ from
+    overdue.events with a ``loan_id`` header, its router states are not written, and the other
+    loans of the same step are routed."""
     from types import SimpleNamespace
 
     from streams.app import routed_later
@@ -112,16 +113,25 @@ def test_deferred_routing_keeps_order_and_a_failing_router_dead_letters_the_reco
     assert [(record, logical) for record, logical, _ in entries] == [(repayment, "loan.repayments"), (tick, "clock.ticks")]
     assert entries[0][2].sends and not any(s.topic == "duewatch.dlq" for _, _, e in entries for s in e.sends)
 
-    def broken(name: str, key: str):
-        raise RuntimeError("store unavailable")
+    victim = events[0]["loan_id"]
 
-    entries = routed_later(later[:1], LoanRouters(policy, broken, 12), pointed.append)
-    [(record, logical, effects)] = entries
-    [dlq] = effects.sends
-    headers = dict(dlq.headers)
-    assert (dlq.topic, dlq.key, dlq.value) == ("duewatch.dlq", b"L1", b"repayment bytes")
-    assert headers["source_topic"] == b"loan.repayments" and headers["reason"] == b"INTERNAL_ERROR"
-    assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"41")
+    def broken(name: str, key: str):
+        if key == victim:
+            raise RuntimeError("this loan's state does not decode")
+        return None
+
+    routers = LoanRouters(policy, broken, 12)
+    [(record, logical, effects)] = routed_later(later[:1], routers, pointed.append)
+    dead = [s for s in effects.sends if s.topic == "duewatch.dlq"]
+    headers = dict(dead[0].headers)
+    assert headers["source_topic"] == b"overdue.events" and headers["reason"] == b"INTERNAL_ERROR"
+    assert headers["loan_id"] == victim.encode() and dead[0].value == routed[0][1]
+    assert {dict(s.headers)["reason"] for s in dead[1:]} <= {b"LOAN_SET_ASIDE"}
+    assert len(dead) == sum(1 for e in events if e["loan_id"] == victim)
+    assert list(effects.aside) == [victim] and routers.aside.holds(3, victim)
+    assert all(key != victim for _, key, _ in effects.writes)
+    others = {e["loan_id"] for e in events} - {victim}
+    assert others and others <= {key for _, key, _ in effects.writes}
 
 
 def test_the_bureau_shell_releases_a_record_held_again_at_its_last_tick_and_stops(caplog) -> None:

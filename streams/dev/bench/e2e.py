@@ -515,6 +515,7 @@ def _worker_env(cfg: Settings, state_dir: Path) -> dict[str, str]:
         "DUEWATCH_PARTITIONS": str(cfg.partitions),
         "DUEWATCH_APP_ID": cfg.app_id,
         "DUEWATCH_TICKER_ENABLED": "false",
+        "DUEWATCH_MAX_TICK_AHEAD": "0",  # the bench book may lie in the future
         "DUEWATCH_SETTLE_DELAY": str(SETTLE),
         "DUEWATCH_STATE_DIR": str(state_dir),
         "DUEWATCH_WEB_PORT": str(devkafka.free_ports(1)[0]),
