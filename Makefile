@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint test demo bench
+.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint test fuzz demo bench
 
 help:
 	@echo "make venv          create $(VENV) (python >= 3.11) and pip install -e '.[test]'"
@@ -20,6 +20,7 @@ help:
 	@echo "make kafka-down    stop it"
 	@echo "make lint          ruff check"
 	@echo "make test          lint + all tests (starts its own broker on free ports)"
+	@echo "make fuzz          the fuzz suite with 2,000 examples per property, and the poison records through the stream"
 	@echo "make demo          the end-to-end demo"
 	@echo "make bench         throughput benchmark"
 
@@ -99,6 +100,10 @@ lint: venv
 
 test: venv kafka-jars tools lint
 	$(VENV)/bin/pytest -q
+
+# Hostile records at and beyond every bound of SPEC §2, many more examples than `make test` runs.
+fuzz: venv kafka-jars
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/unit/test_fuzz.py tests/unit/test_bounded_state.py tests/integration/test_poison.py
 
 # --- placeholders (replaced by later issues) ---------------------------------------
 

@@ -668,7 +668,12 @@ def create_app(cfg: Settings) -> faust.App:
         caused. The loans not yet ticked stay in the index, so a tick cut short (a rebalance, a
         failed send) loses no wake-up."""
         detector.advance(partition, as_of)
-        source = source_of(record, logical)
+        # What a loan that fails on this tick sends to the DLQ: the tick, also when another record
+        # let it through (catch-up gating), so that a redrive ticks that loan again.
+        if logical == names.TICKS:
+            source = source_of(record, logical)
+        else:
+            source = Source(names.TICKS, partition, -1, None, codec.encode("Tick", {"as_of": as_of}))
         while due := detector.due(partition, TICK_PART):
             effects = detector.tick_loans(source, due, datetime.now(UTC))
             entries.append((record, logical, effects))

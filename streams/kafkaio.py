@@ -217,12 +217,12 @@ async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
         ends = await consumer.end_offsets(tps)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             if loop.time() > deadline:
                 raise TimeoutError(f"reading {physical} took longer than {timeout:.0f} s")
             batch = await consumer.getmany(timeout_ms=1000)
-            for messages in batch.values():
-                out += [DeadLetter(m.key, m.value, tuple(m.headers or ())) for m in messages if m.offset < ends[TopicPartition(m.topic, m.partition)]]
+            for tp, messages in batch.items():
+                out += [DeadLetter(m.key, m.value, tuple(m.headers or ())) for m in messages if m.offset < ends[tp]]
         return out
     finally:
         await consumer.stop()

@@ -199,3 +199,14 @@ def faust_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[...,
     yield start
     for worker in workers:
         worker.stop()
+
+
+# --------------------------------------------------------------------------- hypothesis
+
+# `make test` runs each property with hypothesis' defaults; `make fuzz` (HYPOTHESIS_PROFILE=fuzz)
+# twenty times as many examples, to keep finding inputs the bounds of SPEC §2 missed.
+from hypothesis import settings as _hypothesis  # noqa: E402
+
+_hypothesis.register_profile("fuzz", max_examples=2_000)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    _hypothesis.load_profile(os.environ["HYPOTHESIS_PROFILE"])

@@ -7,7 +7,9 @@ each other's data; workers get their own state dir and web port.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -28,10 +30,42 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Worker(WorkerProcess):
-    """One `duewatch worker` subprocess with its log."""
+    """One `duewatch worker` subprocess with its log and its web port."""
 
     def __init__(self, name: str, env: Mapping[str, str], log_file: Path) -> None:
         super().__init__(name, duewatch_command("worker"), env, log_file)
+        self.web = f"http://127.0.0.1:{env['DUEWATCH_WEB_PORT']}"
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of a GET on the worker's web port."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.get(self.web + path) as response:
+            return response.status, await response.text()
+
+    async def ready(self, timeout: float = 90.0) -> None:
+        """Until ``/ready`` answers 200; raises if it does not within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                if (await self.get("/ready"))[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: /ready not 200 within {timeout} s:\n{self.tail()}")
+            await asyncio.sleep(0.3)
+
+    async def metric(self, name: str) -> float:
+        """The sum of a metric's samples on ``/metrics`` (0 when it has none)."""
+        _, text = await self.get("/metrics")
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
 
 class Reader:
@@ -133,6 +167,24 @@ class DuewatchCluster:
 
     async def tick(self, at: datetime) -> None:
         await kafkaio.send_tick(self.cfg, at)
+
+    async def produce_raw(self, topic: str, records: Iterable[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
+        """Send (key, value bytes) records as they are to logical ``topic`` (or a physical name)."""
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(**self.cfg.kafka_kwargs(), acks="all", max_request_size=2 * 1024 * 1024)
+        await producer.start()
+        try:
+            name = topic if topic.startswith(self.prefix) or topic.startswith(self.env["DUEWATCH_APP_ID"]) else self.cfg.topic(topic)
+            futures = [await producer.send(name, value, key=key, partition=partition) for key, value in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run ``duewatch <args>`` against this cluster (its environment)."""
+        return subprocess.run(duewatch_command(*args), env={**os.environ, **self.env}, capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
 
     def reader(self, topic: str = names.OVERDUE) -> Reader:
         reader = Reader(self, topic)

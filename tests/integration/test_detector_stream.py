@@ -66,25 +66,6 @@ async def run_until_equal(cluster: DuewatchCluster, expected: list, until: datet
     return compared(records, expected, until)
 
 
-@pytest.fixture
-async def cluster(kafka_bootstrap: str, tmp_path: Path):
-    clusters: list[DuewatchCluster] = []
-
-    async def make(partitions: int = 3, **env: str) -> DuewatchCluster:
-        c = DuewatchCluster(kafka_bootstrap, tmp_path / f"c{len(clusters)}", partitions, **env)
-        (tmp_path / f"c{len(clusters)}").mkdir()
-        clusters.append(c)
-        await c.create_topics()
-        return c
-
-    yield make
-    for c in clusters:
-        for w in c.workers:
-            if w.running and "Traceback" in w.output():
-                print(f"--- {w.name} log ---\n{w.tail(120)}")
-        await c.close()
-
-
 def book_lines(loans: int, days: int, seed: int) -> tuple[list[dict[str, Any]], datetime, datetime]:
     records = generate(loans, date(2026, 3, 1), days, seed)
     lines = [r.as_line() for r in records]
