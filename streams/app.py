@@ -44,6 +44,7 @@ from .detector import Detector, Effects, dead_letter, indexed, stored
 from .logs import logging_config
 from .metrics import BookGauges, Metrics
 from .policy_loader import load_policy
+from .producer import use_idempotent_producer
 from .routing_shell import (
     BUREAU_TABLE,
     COLLECTIONS_TABLE,
@@ -88,15 +89,14 @@ def partition_of(key: bytes, partitions: int) -> int:
 def _credentials(cfg: Settings) -> Any:
     if cfg.security_protocol == "PLAINTEXT":
         return None
-    import ssl
-
-    context = ssl.create_default_context(cafile=cfg.ssl_cafile) if cfg.security_protocol.endswith("SSL") else None
+    context = cfg.ssl_context()  # the CLI's TLS too: CA, client certificate chain, key password
     if cfg.security_protocol == "SSL":
         return faust.SSLCredentials(context)
+    sasl = cfg.sasl_kwargs()
     return faust.SASLCredentials(
-        username=cfg.sasl_username,
-        password=cfg.sasl_password,
-        mechanism=cfg.sasl_mechanism or "PLAIN",
+        username=sasl["sasl_plain_username"],
+        password=sasl["sasl_plain_password"],
+        mechanism=sasl["sasl_mechanism"],
         ssl_context=context,
     )
 
@@ -407,6 +407,7 @@ def create_app(cfg: Settings) -> faust.App:
         canonical_url=f"http://{cfg.web_host}:{cfg.web_port}",
         web_tables_enabled=False,  # /table/... would expose loan data
         web_router_enabled=False,
+        producer_acks="all",  # Faust's default too; with idempotence below (streams.producer)
         producer_linger=0.002,
         # A changelog record batch carries a partition's states of a whole input batch (~1 KB each).
         producer_max_batch_size=CHANGELOG_BATCH_BYTES,
@@ -415,6 +416,7 @@ def create_app(cfg: Settings) -> faust.App:
         # new owner reprocesses re-sends the same ids.
         stream_wait_empty=False,
     )
+    use_idempotent_producer(app)
     _add_sensors(app)
     topic_of = {cfg.topic(t): t for t in names.ALL_TOPICS}
     topic_of.update({f"{cfg.app_id}-{name}": name for name in (NOTIFY_BY_BORROWER, PARTNER_ITEMS)})

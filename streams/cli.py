@@ -309,6 +309,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.loans, args.days, args.speed, args.seed, args.start)
 
 
+#: The commands that talk to Kafka with plain aiokafka clients (streams.kafkaio).
+KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate"})
+
+
+def _against_kafka(args: argparse.Namespace) -> int:
+    """Run a Kafka command; a Kafka error (a refused certificate, a wrong password, no broker)
+    becomes one line on standard error and exit code 1 instead of aiokafka's log lines and a
+    traceback."""
+    from aiokafka.errors import KafkaError
+
+    from .kafkaio import ConnectionCause
+
+    with ConnectionCause.captured() as cause:
+        try:
+            return int(args.func(args) or 0)
+        except KafkaError as exc:
+            print(f"duewatch {args.command}: {cause.describe(exc, _settings())}", file=sys.stderr)
+            return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="duewatch", description="Real-time loan-overdue detector.")
@@ -378,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else 2
     try:
+        if args.command in KAFKA_COMMANDS:
+            return _against_kafka(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 1

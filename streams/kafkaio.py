@@ -8,17 +8,81 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Iterable, Mapping
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from .contracts import codec
 from .contracts import topics as names
 from .settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def started(client: Any) -> AsyncIterator[Any]:
+    """``client`` (a producer, consumer or admin client) started, and stopped again even when
+    starting failed: a client left half-started warns "Unclosed ..." at exit, after the error."""
+    stop = client.close if isinstance(client, AIOKafkaAdminClient) else client.stop
+    try:
+        await client.start()
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await stop()
+
+
+class ConnectionCause(logging.Handler):
+    """Keeps the last error aiokafka logged instead of printing it.
+
+    When a client cannot bootstrap, aiokafka logs the cause ("Unable connect to ...: Authentication
+    failed ...", "... Connection at ... closed") and raises a bare "Unable to bootstrap from
+    [...]". The command line prints one line that says both (``describe``), instead of a log
+    line, a traceback and the exception. Neither aiokafka nor this adds a password to a message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.last = record.getMessage()
+
+    @classmethod
+    @contextlib.contextmanager
+    def captured(cls) -> Iterator[ConnectionCause]:
+        """While inside: aiokafka's warnings and errors go to the returned handler only."""
+        logger = logging.getLogger("aiokafka")
+        handler = cls()
+        saved = logger.propagate
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            yield handler
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = saved
+
+    def describe(self, exc: BaseException, cfg: Settings) -> str:
+        """One line: where, how, and why talking to Kafka failed (with a hint where it helps)."""
+        where = f"Kafka at {cfg.bootstrap_servers} ({cfg.security_protocol})"
+        if not isinstance(exc, KafkaConnectionError) or self.last is None:
+            return f"{where}: {exc}"
+        cause = re.sub(r'^Unable connect to "[^"]*": ', "", self.last)
+        line = f"cannot connect to {where}: {cause}"
+        if cfg.security_protocol == "SSL" and "closed" in cause:
+            # TLS 1.3: the broker checks the client certificate after the client's side of the
+            # handshake is done, so the client only sees the connection closed, not why.
+            line += (" (the broker closed the TLS connection: does it trust the client certificate KAFKA_SSL_CERTFILE?)"
+                     if cfg.ssl_certfile else " (the broker closed the TLS connection: does it require a client "
+                     "certificate, KAFKA_SSL_CERTFILE?)")  # fmt: skip
+        return line
 
 
 def logical_name(topic: str, cfg: Settings) -> str:
@@ -36,10 +100,8 @@ async def create_topics(
     compacted: Iterable[str] = (),
 ) -> list[str]:
     """Create the logical ``topics`` (prefixed), ``physical`` and ``compacted`` ones if missing."""
-    admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
-    await admin.start()
     created: list[str] = []
-    try:
+    async with started(AIOKafkaAdminClient(**cfg.kafka_kwargs())) as admin:
         existing = set(await admin.list_topics())
         count = partitions or cfg.partitions
         wanted = [
@@ -58,8 +120,6 @@ async def create_topics(
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
-    finally:
-        await admin.close()
     return created
 
 
@@ -89,10 +149,8 @@ def encode_line(topic: str, line: Mapping[str, Any], raw: bool) -> tuple[bytes |
 
 async def produce(cfg: Settings, topic: str, lines: Iterable[Mapping[str, Any]], raw: bool = False) -> int:
     """Send JSON lines to logical ``topic``; ``clock.ticks`` values go to every partition."""
-    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), linger_ms=5, acks="all")
-    await producer.start()
     sent = 0
-    try:
+    async with started(AIOKafkaProducer(**cfg.kafka_kwargs(), linger_ms=5, acks="all")) as producer:
         physical = cfg.topic(topic)
         fanout = await partition_count(producer, physical) if topic == names.TICKS else 0
         futures = []
@@ -106,27 +164,20 @@ async def produce(cfg: Settings, topic: str, lines: Iterable[Mapping[str, Any]],
                 futures.append(await producer.send(physical, value, key=key))
             sent += 1
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
     return sent
 
 
 async def send_tick(cfg: Settings, as_of: datetime, producer: AIOKafkaProducer | None = None) -> int:
     """One Tick at ``as_of`` to every partition of clock.ticks; returns the partition count."""
-    own = producer is None
     if producer is None:
-        producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")
-        await producer.start()
-    try:
-        physical = cfg.topic(names.TICKS)
-        count = await partition_count(producer, physical)
-        payload = codec.encode("Tick", {"as_of": as_of})
-        futures = [await producer.send(physical, payload, partition=p) for p in range(count)]
-        await asyncio.gather(*futures)
-        return count
-    finally:
-        if own:
-            await producer.stop()
+        async with started(AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")) as own:
+            return await send_tick(cfg, as_of, own)
+    physical = cfg.topic(names.TICKS)
+    count = await partition_count(producer, physical)
+    payload = codec.encode("Tick", {"as_of": as_of})
+    futures = [await producer.send(physical, payload, partition=p) for p in range(count)]
+    await asyncio.gather(*futures)
+    return count
 
 
 def render(topic: str, message: Any) -> dict[str, Any]:
@@ -154,9 +205,7 @@ async def consume(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield records of logical ``topic`` until ``idle_timeout`` seconds pass without one, or ``max_records``."""
     physical = cfg.topic(topic)
-    consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
+    async with started(AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)) as consumer:
         partitions = consumer.partitions_for_topic(physical)
         if partitions is None:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public wait
@@ -178,21 +227,13 @@ async def consume(
                     count += 1
                     if max_records is not None and count >= max_records:
                         return
-    finally:
-        await consumer.stop()
-
-
 async def send_control(cfg: Settings, command: Any) -> None:
     """One operator's command (``streams.contracts.control.Command``) to the control topic, keyed
     by its loan id: the worker owning the loan reads it in order with the loan's records."""
     from .contracts import control
 
-    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")
-    await producer.start()
-    try:
+    async with started(AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")) as producer:
         await (await producer.send(cfg.topic(names.CONTROL), control.encode(command), key=command.loan_id.encode()))
-    finally:
-        await producer.stop()
 
 
 async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
@@ -201,10 +242,8 @@ async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
     from .redrive import DeadLetter
 
     physical = cfg.topic(names.DLQ)
-    consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
     out: list[DeadLetter] = []
-    try:
+    async with started(AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)) as consumer:
         partitions = consumer.partitions_for_topic(physical)
         if partitions is None:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public wait
@@ -223,18 +262,14 @@ async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batch.items():
                 out += [DeadLetter(m.key, m.value, tuple(m.headers or ())) for m in messages if m.offset < ends[tp]]
-        return out
-    finally:
-        await consumer.stop()
+    return out
 
 
 async def resend(cfg: Settings, resends: Iterable[Any]) -> int:
     """Produce redriven records (``streams.redrive.Resend``) in order; returns how many."""
     from .redrive import STAGE_TOPICS
 
-    producer = AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")
-    await producer.start()
-    try:
+    async with started(AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")) as producer:
         futures = []
         for r in resends:
             topic = f"{cfg.app_id}-{r.topic}" if r.topic in STAGE_TOPICS else cfg.topic(r.topic)
@@ -243,5 +278,3 @@ async def resend(cfg: Settings, resends: Iterable[Any]) -> int:
             )
         await asyncio.gather(*futures)
         return len(futures)
-    finally:
-        await producer.stop()

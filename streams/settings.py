@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,10 @@ from .core.config import EngineConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+#: The security protocols and SASL mechanisms aiokafka speaks and duewatch is tested with.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -58,12 +63,16 @@ class Settings:
     web_bind: str = "0.0.0.0"
     web_host: str = "localhost"
     policy_file: str | None = None
-    api_token: str | None = None
+    # Secrets are left out of repr(): a Settings printed in a log or a traceback shows no password.
+    api_token: str | None = field(default=None, repr=False)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = field(default=None, repr=False)
     app_id: str = "duewatch"
     log_json: bool = False
     log_level: str = "info"
@@ -88,19 +97,74 @@ class Settings:
         """The detector's configuration."""
         return EngineConfig(settle=timedelta(seconds=self.settle_delay))
 
+    @property
+    def uses_tls(self) -> bool:
+        """True when connections to Kafka are encrypted (SSL or SASL_SSL)."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        """True when the client authenticates with SASL (SASL_PLAINTEXT or SASL_SSL)."""
+        return self.security_protocol.startswith("SASL_")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every Kafka connection, or None without TLS.
+
+        The one place TLS is set up, for the command line (``kafka_kwargs``) and the worker
+        (Faust's credentials) alike: the brokers' certificates are verified against
+        ``KAFKA_SSL_CAFILE`` (the system's CAs without it) and their host names checked; with
+        ``KAFKA_SSL_CERTFILE`` the client presents its certificate chain (mutual TLS), its key
+        from ``KAFKA_SSL_KEYFILE`` (or the certificate file), decrypted with
+        ``KAFKA_SSL_KEY_PASSWORD``. Raises ValueError naming the variable at fault; neither the
+        message nor anything logged contains the key password.
+        """
+        if not self.uses_tls:
+            return None
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ssl_cafile)
+        except FileNotFoundError:
+            raise ValueError(f"KAFKA_SSL_CAFILE: no such file {self.ssl_cafile}") from None
+        except ssl.SSLError as exc:
+            raise ValueError(f"KAFKA_SSL_CAFILE: {self.ssl_cafile} holds no usable PEM certificate ({exc.reason})") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ssl_certfile:
+            for name, path in (("KAFKA_SSL_CERTFILE", self.ssl_certfile), ("KAFKA_SSL_KEYFILE", self.ssl_keyfile)):
+                if path and not os.path.isfile(path):
+                    raise ValueError(f"{name}: no such file {path}")
+            password = self.ssl_key_password or ""
+            try:
+                # A callable, not the string: for an encrypted key without a password OpenSSL would
+                # otherwise prompt on the terminal, and a worker would hang instead of failing.
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile, password=lambda: password)
+            except ssl.SSLError as exc:
+                hint = "wrong or missing KAFKA_SSL_KEY_PASSWORD, or a key that does not match the certificate"
+                raise ValueError(
+                    f"KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE: cannot load the client certificate and key "
+                    f"({exc.reason or exc.strerror}; {hint})"
+                ) from None
+        return context
+
+    def sasl_kwargs(self) -> dict[str, Any]:
+        """aiokafka's SASL keyword arguments (empty without SASL)."""
+        if not self.uses_sasl:
+            return {}
+        if not self.sasl_username or self.sasl_password is None:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        return {
+            "sasl_mechanism": self.sasl_mechanism or "PLAIN",
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+        }
+
     def kafka_kwargs(self) -> dict[str, Any]:
         """aiokafka client keyword arguments, security included."""
         kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            kwargs.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
-            )
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
-
-            kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        kwargs.update(self.sasl_kwargs())
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
         return kwargs
 
 
@@ -111,6 +175,23 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     def text(name: str, default: str | None) -> str | None:
         value = env.get(name)
         return default if value is None or value == "" else value
+
+    def choice(name: str, default: str | None, allowed: tuple[str, ...]) -> str | None:
+        value = text(name, default)
+        if value is not None and value.upper() not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        return None if value is None else value.upper()
+
+    protocol = choice("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", SECURITY_PROTOCOLS) or "PLAINTEXT"
+    mechanism = choice("KAFKA_SASL_MECHANISM", None, SASL_MECHANISMS)
+    tls_files = [n for n in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE") if text(n, None)]
+    if tls_files and protocol not in ("SSL", "SASL_SSL"):
+        # Someone meant to use TLS: connecting in the clear instead must not happen silently.
+        raise ValueError(f"{', '.join(tls_files)} given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS")
+    if mechanism and not protocol.startswith("SASL_"):
+        raise ValueError(f"KAFKA_SASL_MECHANISM given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL")
+    if text("KAFKA_SSL_KEYFILE", None) and not text("KAFKA_SSL_CERTFILE", None):
+        raise ValueError("KAFKA_SSL_KEYFILE given without KAFKA_SSL_CERTFILE (the client certificate)")
 
     return Settings(
         bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092") or "127.0.0.1:9092",
@@ -126,11 +207,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         web_host=text("DUEWATCH_WEB_HOST", None) or socket.gethostname(),
         policy_file=text("DUEWATCH_POLICY_FILE", None),
         api_token=text("DUEWATCH_API_TOKEN", None),
-        security_protocol=text("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") or "PLAINTEXT",
-        sasl_mechanism=text("KAFKA_SASL_MECHANISM", None),
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
         sasl_username=text("KAFKA_SASL_USERNAME", None),
         sasl_password=text("KAFKA_SASL_PASSWORD", None),
         ssl_cafile=text("KAFKA_SSL_CAFILE", None),
+        ssl_certfile=text("KAFKA_SSL_CERTFILE", None),
+        ssl_keyfile=text("KAFKA_SSL_KEYFILE", None),
+        ssl_key_password=text("KAFKA_SSL_KEY_PASSWORD", None),
         app_id=text("DUEWATCH_APP_ID", "duewatch") or "duewatch",
         log_json=_bool(env, "DUEWATCH_LOG_JSON", False),
         log_level=text("DUEWATCH_LOG_LEVEL", "info") or "info",

@@ -2,6 +2,7 @@
 
 - ``kafka_bootstrap``: "host:port". Uses $KAFKA_BOOTSTRAP_SERVERS when set, otherwise starts
   a single-node KRaft broker (streams/dev/broker.py) on free ports in a temp dir for the session.
+- ``secured_kafka``: a second broker with mutual-TLS and SASL_SSL/SCRAM listeners, started on first use.
 - ``kafka_config``: aiokafka client kwargs (bootstrap + the KAFKA_SECURITY_PROTOCOL/SASL/SSL env).
 - ``new_topic``: ``await new_topic(partitions=3)`` creates a uniquely named topic, deleted at teardown
   (``new_topic.track(name)`` deletes other topics too, e.g. the ones a Faust worker created).
@@ -81,6 +82,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:  # also on test failures and KeyboardInterrupt (pytest tears down session fixtures)
         broker.down(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devkafka.SecuredBroker]:
+    """A second local broker, started on first use, beside the plain one (which the rest of the
+    suite keeps using): PLAINTEXT, SSL requiring client certificates (mutual TLS) and SASL_SSL
+    with SCRAM-SHA-512, with a throwaway CA and certificates (streams.dev.certs).
+    ``.mtls_env()`` and ``.scram_env()`` are the client settings for each."""
+    port, controller_port, ssl_port, sasl_ssl_port = devkafka.free_ports(4)
+    secured = devkafka.secured_broker(tmp_path_factory.mktemp("kafka-secured"), port, controller_port,
+                                      ssl_port, sasl_ssl_port)  # fmt: skip
+    secured.broker.up(timeout=90, die_with_parent=True)
+    try:
+        yield secured
+    finally:
+        secured.broker.down(timeout=30)
 
 
 @pytest.fixture(scope="session")

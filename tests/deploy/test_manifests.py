@@ -168,13 +168,23 @@ def host_path(svc: Mapping[str, Any], container_path: str) -> Path:
     return (COMPOSE_DIR / best[0] / rest).resolve()
 
 
+def kafka_nodes() -> dict[str, dict[str, Any]]:
+    """The compose cluster's Kafka nodes (services running the Kafka image with a node id)."""
+    found = {name: svc for name, svc in services().items()
+             if str(svc.get("image", "")).startswith("apache/kafka:") and "KAFKA_NODE_ID" in service_env(svc)}  # fmt: skip
+    assert found, "no Kafka node in the compose file"
+    return found
+
+
 def test_compose_has_the_services() -> None:
     svcs = services()
-    for name in ("kafka", "topics", "prometheus", "grafana"):
+    for name in ("kafka-tls", "kafka-users", "topics", "prometheus", "grafana"):
         assert name in svcs, f"no {name} service"
+    assert set(kafka_nodes()) == {"kafka-1", "kafka-2", "kafka-3"}
     assert set(workers()) >= {"worker-1", "worker-2"}
     assert command_of(svcs["topics"]) == ["duewatch", "topics", "create"]
-    assert str(svcs["topics"].get("restart", "no")) == "no", "topics is a one-shot service"
+    for one_shot in ("topics", "kafka-tls", "kafka-users"):
+        assert str(svcs[one_shot].get("restart", "no")) == "no", f"{one_shot} is a one-shot service"
 
 
 def test_compose_referenced_files_exist() -> None:
@@ -198,28 +208,99 @@ def test_compose_referenced_files_exist() -> None:
             assert dep in services(), f"{name} depends on unknown service {dep}"
 
 
-def test_compose_kafka_runs_kraft() -> None:
-    kafka = services()["kafka"]
-    assert re.fullmatch(r"apache/kafka:4\.0\.\d+", kafka["image"]), kafka["image"]
-    env = service_env(kafka)
-    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
-    assert "ZOOKEEPER" not in " ".join(env), "KRaft needs no ZooKeeper"
-    assert env["CLUSTER_ID"] and env["KAFKA_NODE_ID"]
-    node, voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")
-    assert node == env["KAFKA_NODE_ID"]
-    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
-    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
-    assert voter == f"{kafka.get('hostname', 'kafka')}:{listeners['CONTROLLER'].lstrip(':')}"
-    advertised = {item.split("://")[1] for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
-    assert str(kafka["healthcheck"]["test"]).find("9092") > 0
-    # every duewatch service bootstraps from a listener the broker advertises
+def listeners_of(value: str) -> dict[str, str]:
+    """``NAME://host:port,...`` as {name: "host:port"}."""
+    return dict(item.split("://") for item in value.split(","))
+
+
+def test_compose_kafka_runs_a_kraft_cluster() -> None:
+    nodes = kafka_nodes()
+    envs = {name: service_env(svc) for name, svc in nodes.items()}
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1, "one cluster id for all nodes"
+    ids = {env["KAFKA_NODE_ID"] for env in envs.values()}
+    assert len(ids) == len(nodes), "node ids must differ"
+    voters = {}
+    for name, svc in nodes.items():
+        env = envs[name]
+        assert re.fullmatch(r"apache/kafka:4\.0\.\d+", svc["image"]), svc["image"]
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert "ZOOKEEPER" not in " ".join(env), "KRaft needs no ZooKeeper"
+        listeners = listeners_of(env["KAFKA_LISTENERS"])
+        assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+        protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        assert set(listeners) <= set(protocols), f"{name}: a listener without a security protocol"
+        advertised = listeners_of(env["KAFKA_ADVERTISED_LISTENERS"])
+        assert set(advertised) <= set(listeners) and env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+        voters[env["KAFKA_NODE_ID"]] = f"{svc.get('hostname', name)}:{listeners['CONTROLLER'].lstrip(':')}"
+        # the state it keeps is on its own volume
+        assert any(t == env["KAFKA_LOG_DIRS"] for kind, _, t in mounts(svc) if kind == "volume"), name
+        # the health check asks a listener of its own
+        check = str(svc["healthcheck"]["test"])
+        assert any(f"localhost:{hp.rsplit(':', 1)[1]}" in check for hp in listeners.values()), check
+    for env in envs.values():
+        assert dict(v.split("@") for v in env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+    data_volumes = [s for svc in nodes.values() for kind, s, t in mounts(svc) if t == "/var/lib/kafka/data"]
+    assert len(set(data_volumes)) == len(nodes), "each node keeps its data on its own volume"
+
+
+def test_compose_kafka_replication_is_a_production_clusters() -> None:
+    """Three copies of every partition (internal topics too), acks=all needs two: one node may
+    fail without losing an acknowledged record or stopping the writes."""
+    nodes = kafka_nodes()
+    for name, svc in nodes.items():
+        env = service_env(svc)
+        for key in ("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"):  # fmt: skip
+            assert int(env[key]) == 3 <= len(nodes), f"{name}: {key}={env[key]}"
+        for key in ("KAFKA_MIN_INSYNC_REPLICAS", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+                    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR"):  # fmt: skip
+            assert int(env[key]) == 2, f"{name}: {key}={env[key]}"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
     for name, svc in duewatch_services().items():
-        for server in from_env(service_env(svc)).bootstrap_servers.split(","):
-            assert server in advertised, (
-                f"{name}: {server} is not an advertised listener {sorted(advertised)}"
-            )
-    # the state it keeps is on a volume
-    assert any(t == env["KAFKA_LOG_DIRS"] for kind, _, t in mounts(kafka) if kind == "volume")
+        assert from_env(service_env(svc)).replication == 3, f"{name}: DUEWATCH_REPLICATION"
+
+
+def test_compose_clients_use_tls_and_scram() -> None:
+    """duewatch reaches every node over SASL_SSL with SCRAM-SHA-512, checking the brokers'
+    certificate against the CA the kafka-tls service made; the brokers have the keystore, the
+    mechanism and the JAAS file that needs; kafka-users creates that very user."""
+    svcs = services()
+    nodes = kafka_nodes()
+    script = (COMPOSE_DIR / "kafka" / "tls-init.sh").read_text()
+    [(tls_volume, secrets_dir)] = [(s, t) for kind, s, t in mounts(svcs["kafka-tls"]) if kind == "volume"]
+    for name, svc in nodes.items():
+        env = service_env(svc)
+        assert (tls_volume, secrets_dir) in {(s, t) for kind, s, t in mounts(svc) if kind == "volume"}, name
+        assert secrets_dir == "/etc/kafka/secrets", "the apache/kafka image reads its TLS files there"
+        for key in ("KAFKA_SSL_KEYSTORE_FILENAME", "KAFKA_SSL_KEYSTORE_CREDENTIALS", "KAFKA_SSL_KEY_CREDENTIALS"):
+            assert f" {env[key]}" in script or f"> {env[key]}" in script, f"{name}: tls-init.sh does not write {env[key]}"
+        jaas = re.search(r"java\.security\.auth\.login\.config=(\S+)", env["KAFKA_OPTS"]).group(1)
+        assert "ScramLoginModule" in host_path(svc, jaas).read_text()
+        mechanisms = env["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+        protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        advertised = listeners_of(env["KAFKA_ADVERTISED_LISTENERS"])
+        # the image configures TLS and SASL only for listeners named like this
+        assert all(("SSL" in n and protocols[n].endswith("SSL")) or protocols[n] == "PLAINTEXT" for n in advertised)
+        for dw_name, dw in duewatch_services().items():
+            cfg = from_env(service_env(dw))
+            assert (cfg.security_protocol, cfg.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512"), dw_name
+            assert cfg.sasl_mechanism in mechanisms
+            reached = [n for n, hp in advertised.items() if hp in cfg.bootstrap_servers.split(",")]
+            assert reached and all(protocols[n] == cfg.security_protocol for n in reached), (dw_name, reached)
+            [ca_mount] = [t for kind, s, t in mounts(dw) if kind == "volume" and s == tls_volume]
+            assert PurePosixPath(cfg.ssl_cafile) == PurePosixPath(ca_mount) / "ca.pem", dw_name
+            assert "ca.pem" in script
+    # every node is in every duewatch service's bootstrap list
+    for dw_name, dw in duewatch_services().items():
+        servers = from_env(service_env(dw)).bootstrap_servers.split(",")
+        assert {s.split(":")[0] for s in servers} == {svc.get("hostname", n) for n, svc in nodes.items()}, dw_name
+    users = svcs["kafka-users"]
+    command = " ".join(command_of(users))
+    user = from_env(service_env(svcs["worker-1"])).sasl_username
+    assert f"--entity-name {user}" in command and "SCRAM-SHA-512=[password=" in command
+    worker_password = str(svcs["worker-1"]["environment"]["KAFKA_SASL_PASSWORD"])
+    assert str(users["environment"]["KAFKA_SASL_PASSWORD"]) == worker_password, "the same password variable"
 
 
 def test_compose_env_vars_are_known_and_parse() -> None:
@@ -269,11 +350,17 @@ def test_compose_workers_keep_state_on_their_own_volume() -> None:
 
 
 def test_compose_start_order() -> None:
-    for name, svc in workers().items():
+    svcs = services()
+    nodes = set(kafka_nodes())
+    for name, svc in {**workers(), "topics": svcs["topics"]}.items():
         deps = svc["depends_on"]
-        assert deps["kafka"]["condition"] == "service_healthy", name
-        assert deps["topics"]["condition"] == "service_completed_successfully", name
-    assert services()["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+        if name != "topics":
+            assert {n for n in nodes if deps[n]["condition"] == "service_healthy"} == nodes, name
+            assert deps["topics"]["condition"] == "service_completed_successfully", name
+    assert svcs["topics"]["depends_on"]["kafka-users"]["condition"] == "service_completed_successfully"
+    assert {n for n, d in svcs["kafka-users"]["depends_on"].items() if d["condition"] == "service_healthy"} == nodes
+    for node in nodes:
+        assert svcs[node]["depends_on"]["kafka-tls"]["condition"] == "service_completed_successfully", node
 
 
 def test_compose_policy_file_loads() -> None:
@@ -401,9 +488,11 @@ def test_kustomization_lists_the_manifests() -> None:
     resources = kustomization["resources"]
     for resource in resources:
         assert (K8S_DIR / resource).is_file(), resource
-    manifests = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    examples = {p.name for p in K8S_DIR.glob("*.example.yaml")}
+    assert "secret.example.yaml" in examples
+    manifests = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"} - examples
     assert set(resources) == manifests
-    assert "secret.example.yaml" not in resources, "placeholder secrets must never be applied"
+    assert not examples & set(resources), "examples (placeholder secrets, a Kafka cluster) must never be applied"
     image = worker_container()["image"].rsplit(":", 1)[0]
     assert image in {i["name"] for i in kustomization.get("images") or []}
 
@@ -483,6 +572,39 @@ def test_k8s_state_dir_is_on_the_volume_claim() -> None:
     )
     security = sts["spec"]["template"]["spec"].get("securityContext") or {}
     assert security.get("fsGroup"), "without fsGroup the non-root worker cannot write its volume"
+
+
+def test_k8s_kafka_client_uses_tls_scram_and_replication_3() -> None:
+    """The workers reach Kafka over TLS (the CA from a mounted Secret) with SCRAM-SHA-512, create
+    their topics with replication 3, and kafka.example.yaml is a cluster that serves exactly that."""
+    env = container_env()
+    cfg = from_env({k: v for k, v in env.items() if not v.startswith("from-")})
+    assert (cfg.security_protocol, cfg.sasl_mechanism, cfg.replication) == ("SASL_SSL", "SCRAM-SHA-512", 3)
+    assert env["KAFKA_SASL_PASSWORD"] == "from-secretKeyRef", "the password comes from a Secret"
+    volumes = {v["name"]: v for v in statefulset()["spec"]["template"]["spec"]["volumes"]}
+    [mount] = [m for m in worker_container()["volumeMounts"] if is_under(cfg.ssl_cafile, m["mountPath"])]
+    secret_name = volumes[mount["name"]]["secret"]["secretName"]
+    [tls_secret] = [s for s in k8s_objects("Secret") if s["metadata"]["name"] == secret_name]
+    assert PurePosixPath(cfg.ssl_cafile).name in tls_secret["stringData"], "the CA file is a key of the Secret"
+
+    cluster = [d for d in k8s_docs()["kafka.example.yaml"]]
+    [kafka] = [d for d in cluster if d["kind"] == "Kafka"]
+    [pool] = [d for d in cluster if d["kind"] == "KafkaNodePool"]
+    [user] = [d for d in cluster if d["kind"] == "KafkaUser"]
+    assert pool["spec"]["replicas"] == 3 and set(pool["spec"]["roles"]) == {"broker", "controller"}
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == config["offsets.topic.replication.factor"] == 3
+    assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == 2
+    assert config["unclean.leader.election.enable"] is False
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert all(listener["tls"] for listener in listeners), "no plaintext listener"
+    host, port = cfg.bootstrap_servers.split(":")
+    assert host == f"{kafka['metadata']['name']}-kafka-bootstrap"
+    [used] = [listener for listener in listeners if listener["port"] == int(port)]
+    assert used["authentication"]["type"] == cfg.sasl_mechanism.lower()
+    assert user["metadata"]["name"] == cfg.sasl_username
+    assert user["spec"]["authentication"]["type"] == cfg.sasl_mechanism.lower()
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
 
 
 def relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, str] | None:
