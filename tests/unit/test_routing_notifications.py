@@ -137,7 +137,7 @@ def test_cap_is_per_borrower() -> None:
     out = routers.on_events([*_collections_same_day(2, "B1"), *_collections_same_day(2, "B2")])
     sent = [v for t, _, v in out if t == "notify.requests" and v["kind"] == "COLLECTION"]
     assert [n["disposition"] for n in sent] == ["SEND"] * 4
-    assert set(routers.notifications) == {"B1", "B2"}
+    assert set(routers.port.tables["notifications"]) == {"B1", "B2"}
 
 
 def test_cap_from_policy_and_zero_cap() -> None:
