@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +42,14 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     return value
 
 
+def _url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError(f"DUEWATCH_SCHEMA_REGISTRY_URL must be an http:// or https:// URL, not {raw!r}")
+    return raw.rstrip("/")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of SPEC §6 with its default."""
@@ -70,6 +78,16 @@ class Settings:
     # Most records of one fetch an agent handles as one batch (streams.intake): one wait for the
     # broker's acknowledgements per batch instead of per record.
     batch_max: int = 2000
+    # SPEC §6 registry mode: None (the default) is plain Avro; a Confluent-compatible registry's
+    # URL (for Apicurio, its /apis/ccompat/v7) switches every output to the Confluent framing.
+    schema_registry_url: str | None = None
+    schema_registry_user: str | None = None
+    schema_registry_password: str | None = field(default=None, repr=False)
+
+    @property
+    def registry_mode(self) -> bool:
+        """True when outputs are framed for a schema registry (SPEC §6)."""
+        return self.schema_registry_url is not None
 
     def topic(self, logical: str) -> str:
         """The physical name of logical topic ``logical``."""
@@ -127,4 +145,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_json=_bool(env, "DUEWATCH_LOG_JSON", False),
         log_level=text("DUEWATCH_LOG_LEVEL", "info") or "info",
         batch_max=_number(env, "DUEWATCH_BATCH_MAX", 2000, int, 1),
+        schema_registry_url=_url(text("DUEWATCH_SCHEMA_REGISTRY_URL", None)),
+        schema_registry_user=text("DUEWATCH_SCHEMA_REGISTRY_USER", None),
+        schema_registry_password=text("DUEWATCH_SCHEMA_REGISTRY_PASSWORD", None),
     )

@@ -27,6 +27,11 @@ REVERSAL_AMOUNT_MISMATCH = "REVERSAL_AMOUNT_MISMATCH"
 CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
 NO_SCHEDULE = "NO_SCHEDULE"
 INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug met this record; it is kept in the DLQ, not lost
+# Registry mode (SPEC §6): a framed value whose schema id the registry does not know, or whose
+# writer schema does not resolve to duewatch's reader schema. (An unreachable registry is an
+# outage, never a reason: streams.contracts.registry.RegistryUnavailable.)
+UNKNOWN_SCHEMA = "UNKNOWN_SCHEMA"
+SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
 
 REASONS: frozenset[str] = frozenset(
     {
@@ -50,6 +55,8 @@ REASONS: frozenset[str] = frozenset(
         CONFLICTING_DUPLICATE,
         NO_SCHEDULE,
         INTERNAL_ERROR,
+        UNKNOWN_SCHEMA,
+        SCHEMA_MISMATCH,
     }
 )
 
