@@ -112,6 +112,19 @@ async def test_an_incompatible_change_is_rejected_at_registration(registry: Sche
     assert await registry.register(subject, added) != first
 
 
+async def test_the_registry_accepts_every_release_then_the_current_schemas(
+    registry: SchemaRegistry, prefix: str
+) -> None:
+    """The registry's own BACKWARD check agrees with tests/unit/test_schema_evolution.py:
+    each topic's released versions in order, then the current schema, register without a 409."""
+    for topic, record_type in names.TOPIC_RECORD.items():
+        subject = subject_of(prefix + topic)
+        await registry.set_compatibility(subject, "BACKWARD")
+        for version in codec.released_versions(record_type):
+            await registry.register(subject, _raw(record_type, version))
+        await registry.register(subject, _raw(record_type))
+
+
 # --------------------------------------------------------------------------- outputs
 
 
