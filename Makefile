@@ -10,7 +10,8 @@ PY     := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint test fuzz demo bench
+.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status registry-build registry-up registry-down \
+	registry-status asyncapi-tools lint test fuzz demo bench
 
 help:
 	@echo "make venv          create $(VENV) (python >= 3.11) and pip install -e '.[test]'"
@@ -18,6 +19,10 @@ help:
 	@echo "make kafka-up      start the local single-node Kafka (KRaft) on 127.0.0.1:\$${KAFKA_PORT:-9092}"
 	@echo "make kafka-status  is it running?"
 	@echo "make kafka-down    stop it"
+	@echo "make registry-build build the schema registry (Apicurio) from Maven Central (cached)"
+	@echo "make registry-up   start it on 127.0.0.1:\$${REGISTRY_PORT:-8081} (API at /apis/ccompat/v7)"
+	@echo "make registry-status / registry-down"
+	@echo "make asyncapi-tools install the pinned AsyncAPI parser (tools/asyncapi, npm ci)"
 	@echo "make lint          ruff check"
 	@echo "make test          lint + all tests (starts its own broker on free ports)"
 	@echo "make fuzz          the fuzz suite with 2,000 examples per property, and the poison records through the stream"
@@ -48,6 +53,36 @@ kafka-down: venv
 
 kafka-status: venv
 	$(PY) -m streams.dev.broker status
+
+# --- local schema registry (registry mode, SPEC §6) ------------------------------
+# Apicurio Registry built from Maven Central (deploy/registry; ~200 MB of Maven downloads the
+# first time, cached in ~/.m2 and by deploy/registry/target/.stamp after). REGISTRY_PORT (8081),
+# REGISTRY_RUN_DIR (deploy/registry/run). See streams/dev/registry.py.
+
+registry-build: venv
+	$(PY) -m streams.dev.registry build
+
+registry-up: venv registry-build
+	$(PY) -m streams.dev.registry up
+
+registry-down: venv
+	$(PY) -m streams.dev.registry down
+
+registry-status: venv
+	$(PY) -m streams.dev.registry status
+
+# --- AsyncAPI parser (tests/unit/test_asyncapi.py validates schemas/asyncapi.yaml with it) ----
+# Versions pinned by tools/asyncapi/package-lock.json; `npm ci` reinstalls only when the lock
+# file is newer than the installed tree.
+
+ASYNCAPI_STAMP := tools/asyncapi/node_modules/.installed
+
+asyncapi-tools: $(ASYNCAPI_STAMP)
+
+$(ASYNCAPI_STAMP): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make asyncapi-tools: npm not found (Node.js 18+ with npm is needed)"; exit 1; }
+	cd tools/asyncapi && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # --- tools ----------------------------------------------------------------------
 # promtool, for the Prometheus rule tests in tests/deploy: Debian's `prometheus` package
@@ -98,7 +133,7 @@ tools:
 lint: venv
 	$(VENV)/bin/ruff check streams tests
 
-test: venv kafka-jars tools lint
+test: venv kafka-jars registry-build asyncapi-tools tools lint
 	$(VENV)/bin/pytest -q
 
 # Hostile records at and beyond every bound of SPEC §2, many more examples than `make test` runs.

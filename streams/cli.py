@@ -135,6 +135,20 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     for name in created:
         print(f"created {name}")
     print(f"{len(created)} created, the rest already existed", file=sys.stderr)
+    if cfg.registry_mode:
+        from .contracts.registry import RegistryError, RegistryUnavailable
+        from .kafkaio import register_schemas
+
+        try:
+            registered = asyncio.run(register_schemas(cfg))
+        except RegistryUnavailable as exc:
+            print(f"duewatch topics: {exc}; is the registry running at DUEWATCH_SCHEMA_REGISTRY_URL?", file=sys.stderr)
+            return 1
+        except RegistryError as exc:
+            print(f"duewatch topics: {exc}; see schemas/README.md on evolving a schema", file=sys.stderr)
+            return 1
+        for subject, schema_id in registered.items():
+            print(f"registered {subject} (schema id {schema_id}, compatibility BACKWARD)")
     return 0
 
 

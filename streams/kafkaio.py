@@ -123,6 +123,18 @@ async def create_topics(
     return created
 
 
+async def register_schemas(cfg: Settings) -> dict[str, int]:
+    """In registry mode (SPEC §6), register every topic's current schema under
+    ``<topic>-value`` with BACKWARD compatibility: {subject: schema id}. Nothing in plain mode."""
+    from .contracts.registry import from_settings, register_topic_schemas
+
+    registry = from_settings(cfg)
+    if registry is None:
+        return {}
+    async with registry:
+        return await register_topic_schemas(registry, cfg.topic_prefix)
+
+
 async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
     """How many partitions ``topic`` has (waits for metadata)."""
     partitions = await producer.partitions_for(topic)

@@ -47,6 +47,14 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     return value
 
 
+def _url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError(f"DUEWATCH_SCHEMA_REGISTRY_URL must be an http:// or https:// URL, not {raw!r}")
+    return raw.rstrip("/")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of SPEC §6 with its default."""
@@ -87,6 +95,16 @@ class Settings:
     # The Kafka client's own log level: its DEBUG output dumps records (ids, contact data), so it
     # stays at WARNING unless asked for here, whatever DUEWATCH_LOG_LEVEL says.
     kafka_log_level: str = "warning"
+    # SPEC §6 registry mode: None (the default) is plain Avro; a Confluent-compatible registry's
+    # URL (for Apicurio, its /apis/ccompat/v7) switches every output to the Confluent framing.
+    schema_registry_url: str | None = None
+    schema_registry_user: str | None = None
+    schema_registry_password: str | None = field(default=None, repr=False)
+
+    @property
+    def registry_mode(self) -> bool:
+        """True when outputs are framed for a schema registry (SPEC §6)."""
+        return self.schema_registry_url is not None
 
     def topic(self, logical: str) -> str:
         """The physical name of logical topic ``logical``."""
@@ -222,4 +240,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_record_bytes=_number(env, "DUEWATCH_MAX_RECORD_BYTES", 256 * 1024, int, 1),
         max_tick_ahead=_number(env, "DUEWATCH_MAX_TICK_AHEAD", 86_400.0, float, 0),
         kafka_log_level=text("DUEWATCH_KAFKA_LOG_LEVEL", "warning") or "warning",
+        schema_registry_url=_url(text("DUEWATCH_SCHEMA_REGISTRY_URL", None)),
+        schema_registry_user=text("DUEWATCH_SCHEMA_REGISTRY_USER", None),
+        schema_registry_password=text("DUEWATCH_SCHEMA_REGISTRY_PASSWORD", None),
     )

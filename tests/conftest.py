@@ -6,6 +6,10 @@
 - ``kafka_config``: aiokafka client kwargs (bootstrap + the KAFKA_SECURITY_PROTOCOL/SASL/SSL env).
 - ``new_topic``: ``await new_topic(partitions=3)`` creates a uniquely named topic, deleted at teardown
   (``new_topic.track(name)`` deletes other topics too, e.g. the ones a Faust worker created).
+- ``schema_registry``: the URL of a Confluent-compatible schema registry (the value for
+  DUEWATCH_SCHEMA_REGISTRY_URL). Uses $DUEWATCH_TEST_SCHEMA_REGISTRY_URL when set, otherwise
+  starts Apicurio Registry (streams/dev/registry.py) on a free port for the session, only when
+  a test asks for it. Without Java it skips, except under CI=true where it fails.
 - ``faust_worker``: ``faust_worker("tests.integration.faust_minimal_app", env={...})`` runs a real
   ``python -m faust ... worker`` subprocess (no web server unless ``web_port=``), stopped
   (SIGTERM, then SIGKILL) at teardown.
@@ -18,6 +22,7 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -28,6 +33,7 @@ from typing import Any, TypeVar
 import pytest
 
 from streams.dev import broker as devkafka
+from streams.dev import registry as devregistry
 from streams.dev.procs import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +181,39 @@ def new_topic(kafka_config: dict[str, Any], request: pytest.FixtureRequest) -> I
     factory = TopicFactory(kafka_config, request.node.name)
     yield factory
     factory.cleanup()
+
+
+# --------------------------------------------------------------------------- schema registry
+
+
+def missing_tool(what: str) -> None:
+    """Skip for a tool this machine lacks; under CI=true fail instead (the project's set-up,
+    `make test`, must have installed it)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} (CI=true: the project's set-up must provide it)", pytrace=False)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Confluent-compatible API URL of a real schema registry for the session."""
+    external = os.environ.get("DUEWATCH_TEST_SCHEMA_REGISTRY_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    try:
+        devkafka.java_bin()
+    except devkafka.DevKafkaError as exc:
+        missing_tool(str(exc))
+    if not devregistry.built() and not (os.environ.get("MVN") or shutil.which("mvn")):
+        missing_tool("the schema registry is not built (make registry-build) and mvn is not on PATH")
+    [port] = devkafka.free_ports(1)
+    registry = devregistry.Registry(tmp_path_factory.mktemp("registry"), port)
+    registry.up(timeout=120, die_with_parent=True)
+    try:
+        yield registry.url
+    finally:
+        registry.down(timeout=30)
 
 
 # --------------------------------------------------------------------------- faust workers

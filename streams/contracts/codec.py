@@ -85,7 +85,10 @@ RECORD_TYPES: tuple[str, ...] = (
 #: null value); MISSING_FIELD: a required field is absent (JSON); INVALID_FIELD: a field has
 #: the wrong type or form, e.g. an instant without an offset (JSON); UNKNOWN_FIELD: the JSON
 #: object has a field the schema does not define (a typo would otherwise be ignored silently).
-DECODE_REASONS: frozenset[str] = frozenset({"UNDECODABLE", "MISSING_FIELD", "INVALID_FIELD", "UNKNOWN_FIELD"})
+#: Registry mode adds UNKNOWN_SCHEMA and SCHEMA_MISMATCH (streams.contracts.registry).
+DECODE_REASONS: frozenset[str] = frozenset(
+    {"UNDECODABLE", "MISSING_FIELD", "INVALID_FIELD", "UNKNOWN_FIELD", "UNKNOWN_SCHEMA", "SCHEMA_MISMATCH"}
+)
 
 _UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)

@@ -33,6 +33,11 @@ INVALID_ID = "INVALID_ID"  # an id empty, over 64 characters, or with a control 
 OUT_OF_RANGE = "OUT_OF_RANGE"  # a number, date or count outside its bound (the field in the detail)
 TICK_AHEAD = "TICK_AHEAD"  # a tick further ahead of the wall clock than DUEWATCH_MAX_TICK_AHEAD
 LOAN_SET_ASIDE = "LOAN_SET_ASIDE"  # a record for a loan an unexpected failure set aside
+# Registry mode (SPEC §6): a framed value whose schema id the registry does not know, or whose
+# writer schema does not resolve to duewatch's reader schema. (An unreachable registry is an
+# outage, never a reason: streams.contracts.registry.RegistryUnavailable.)
+UNKNOWN_SCHEMA = "UNKNOWN_SCHEMA"
+SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
 
 REASONS: frozenset[str] = frozenset(
     {
@@ -61,6 +66,8 @@ REASONS: frozenset[str] = frozenset(
         OUT_OF_RANGE,
         TICK_AHEAD,
         LOAN_SET_ASIDE,
+        UNKNOWN_SCHEMA,
+        SCHEMA_MISMATCH,
     }
 )
 

@@ -15,6 +15,10 @@ RECORD = {"notify.requests": "Notification", "bureau.records": "BureauRecord", "
           "collections.tasks": "CollectionTask"}
 
 
+def _defaults(name: str) -> dict[str, Any]:
+    return {f["name"]: f["default"] for f in codec.load_schema(name)["fields"] if "default" in f}
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, datetime) and isinstance(b, datetime):
         return a.astimezone(UTC) == b.astimezone(UTC)
@@ -34,5 +38,10 @@ def test_outputs_encode_with_the_avro_schemas(history: tuple) -> None:
     for topic, _, value in route_all(events, disputes, until, make_policy()):
         name = RECORD[topic]
         decoded = codec.decode(name, codec.encode(name, value))
-        assert _same(decoded, value), (name, value, decoded)
+        # a field the router does not write (one added to the schema with a default since)
+        # comes back as that default; every field it writes comes back as written
+        defaults = _defaults(name)
+        added = {k: v for k, v in decoded.items() if k not in value}
+        assert all(k in defaults and v == defaults[k] for k, v in added.items()), (name, added)
+        assert _same({k: v for k, v in decoded.items() if k in value}, value), (name, value, decoded)
         assert codec.to_json(name, value)
