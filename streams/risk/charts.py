@@ -29,8 +29,10 @@ from .figures import WRITTEN_OFF, RiskFigures
 #: From current (green) to the oldest bucket (dark red); written off grey, closed light grey.
 BUCKET_COLOURS = ("#2e7d32", "#f9a825", "#fb8c00", "#f4511e", "#e53935", "#c62828", "#ad1457", "#6a1b9a")
 OTHER_COLOURS = {WRITTEN_OFF: "#455a64", "CLOSED": "#b0bec5"}
-CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["toImage"]}
+# No mode bar: it covers the titles, and zooming (drag), panning and reset (double-click) work without it.
+CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 HEIGHT = 380
+DPD_BIN = 5
 
 
 def colour(state: str, buckets: Sequence[str]) -> str:
@@ -136,12 +138,10 @@ def _pct(share: float | None) -> float | None:
 def vintage_chart(f: RiskFigures, y_max: float | None = None) -> go.Figure:
     """Per disbursement month: the share of its loans ever 30+ DPD, by months on book."""
     fig = go.Figure()
-    shown = [v for v in f.vintages if v.ever_30]
-    for i, v in enumerate(shown):
-        shade = int(40 + 160 * i / max(1, len(shown) - 1))
+    for v in (v for v in f.vintages if v.ever_30):
         fig.add_trace(go.Scatter(
             x=list(range(len(v.ever_30))), y=[round(100 * s, 2) for s in v.shares()], mode="lines+markers",
-            name=f"{v.month} ({v.loans:,})", line={"color": f"rgb({shade}, {90 + shade // 3}, {230 - shade})"},
+            name=f"{v.month} ({v.loans:,})",
             hovertemplate=f"{v.month}, month-end %{{x}}: %{{y}}% ever 30+<extra></extra>",
         ))  # fmt: skip
     return _layout(
@@ -154,9 +154,10 @@ def vintage_chart(f: RiskFigures, y_max: float | None = None) -> go.Figure:
 
 def dpd_chart(f: RiskFigures, y_max: float | None = None) -> go.Figure:
     """Open episodes today by DPD."""
-    fig = go.Figure(go.Bar(
-        x=list(f.open_dpd), y=list(f.open_dpd.values()), marker_color=BUCKET_COLOURS[3],
-        hovertemplate="DPD %{x}: %{y:,} loans<extra></extra>",
+    # Five-day bins (1–5, 6–10, …): a bar per day is too thin to read on a long tail.
+    fig = go.Figure(go.Histogram(
+        x=list(f.open_dpd), y=list(f.open_dpd.values()), histfunc="sum", xbins={"start": 0.5, "size": DPD_BIN},
+        marker_color=BUCKET_COLOURS[3], hovertemplate="DPD %{x}: %{y:,} loans<extra></extra>",
     ))  # fmt: skip
     return _layout(
         fig, f"Open episodes today by DPD ({f.open_loans:,} loans, {local(f):%Y-%m-%d %H:%M})",
@@ -203,6 +204,13 @@ def _vintage_extent(f: RiskFigures) -> float:
     return max((100 * s for v in f.vintages for s in v.shares()), default=0)
 
 
+def _dpd_extent(f: RiskFigures) -> float:
+    bins: dict[int, int] = {}
+    for dpd, n in f.open_dpd.items():
+        bins[(dpd - 1) // DPD_BIN] = bins.get((dpd - 1) // DPD_BIN, 0) + n
+    return max(bins.values(), default=0)
+
+
 def _amount_extent(f: RiskFigures) -> float:
     return max((float(sum(major(a, c) for a in by.values())) for c, by in f.overdue_by_currency.items()), default=0)
 
@@ -212,7 +220,7 @@ CHARTS: tuple[Chart, ...] = (
     Chart("rolls", roll_chart),
     Chart("cures", cure_chart),
     Chart("vintages", vintage_chart, _vintage_extent),
-    Chart("dpd", dpd_chart, lambda f: max(f.open_dpd.values(), default=0)),
+    Chart("dpd", dpd_chart, _dpd_extent),
     Chart("amounts", amounts_chart, _amount_extent),
 )
 
@@ -265,7 +273,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 table.grid{border-collapse:collapse;background:#fff;font-size:13px}
 table.grid th,table.grid td{border:1px solid #e0e0e0;padding:4px 10px;text-align:left}
 table.grid td.num,table.grid th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.up{color:#c62828} td.down{color:#2e7d32}
+td.changed{font-weight:600}
 ul.notes{color:#555;font-size:12px;max-width:1100px} .empty{color:#777}
 """
 

@@ -207,7 +207,7 @@ def summary_html(result: WhatIf, description: str) -> str:
     doc = result.to_json()
     body = "".join(
         f"<tr><td>{html.escape(name)}</td><td class=\"num\">{b:,}</td><td class=\"num\">{s:,}</td>"
-        f"<td class=\"num {'up' if d > 0 else 'down' if d < 0 else ''}\">{html.escape(_signed(d))}</td></tr>"
+        f"<td class=\"num{' changed' if d else ''}\">{html.escape(_signed(d))}</td></tr>"
         for name, b, s, d in metric_rows(result)
     )
     changed = doc["changed_loans"]
