@@ -30,7 +30,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -131,7 +131,7 @@ class RiskFigures:
 class _Loan:
     """What the figures need of one loan, gathered from its schedules and events."""
 
-    tz: ZoneInfo = UTC  # type: ignore[assignment]
+    tz: tzinfo = UTC
     entered: datetime | None = None
     closed: datetime | None = None
     disbursed: date | None = None

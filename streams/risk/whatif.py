@@ -27,10 +27,11 @@ from ..core.config import REPLAY_CONFIG, EngineConfig
 from ..core.loan import LoanState
 from ..core.routing import Policy
 from ..replay import Replay, latest_event_time
-from .figures import RiskFigures
+from .figures import RiskFigures, compute
 from .metrics import Metrics, align, book_metrics, difference, rows
 from .outcomes import LoanOutcome, changed_loans, loan_outcomes
 from .overrides import apply_overrides
+from .report import schedules_of
 from .retractions import standing
 
 #: Changed loans listed by id in the report (SPEC §7.3: "the first 20 by loan id").
@@ -73,9 +74,6 @@ def run_side(
     with_figures: bool = False,
 ) -> SideResult:
     """Replay ``records`` (with ``side``'s overrides) under ``side``'s policy and reduce the outputs."""
-    from .figures import compute
-    from .report import schedules_of
-
     records = list(apply_overrides(records, side.overrides))
     run = Replay(cfg=cfg)
     outputs = run.run(records, until, policy=side.policy)
