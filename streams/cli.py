@@ -295,6 +295,16 @@ def _describe_whatif(args: argparse.Namespace) -> str:
     return " · ".join(parts)
 
 
+def _quiet_kafka_client() -> None:
+    """aiokafka logs each failed connection attempt; a command reports the failure once, itself
+    (SPEC §6: one line on standard error), unless DUEWATCH_LOG_LEVEL=DEBUG asks for everything."""
+    import logging
+    import os
+
+    if os.environ.get("DUEWATCH_LOG_LEVEL", "").upper() != "DEBUG":
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .risk.report import figures_from_records, figures_from_topics, write_report
 
@@ -310,10 +320,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
             print("duewatch report: --until goes with --input (--from-topic reports what the topics hold)",
                   file=sys.stderr)  # fmt: skip
             return 2
+        _quiet_kafka_client()
         try:
             read = asyncio.run(read_to_end(_settings(), (OVERDUE, SCHEDULES), args.timeout))
-        except (KafkaError, TopicMissing) as exc:
+        except TopicMissing as exc:
             print(f"duewatch report: {exc}", file=sys.stderr)
+            return 1
+        except KafkaError as exc:
+            print(f"duewatch report: cannot read from Kafka at {_settings().bootstrap_servers} ({exc}); "
+                  "is it running, and is KAFKA_BOOTSTRAP_SERVERS right?", file=sys.stderr)  # fmt: skip
             return 1
         figures = figures_from_topics([r["value"] for r in read[OVERDUE] if "value" in r],
                                       [r["value"] for r in read[SCHEDULES] if "value" in r])  # fmt: skip

@@ -200,6 +200,9 @@ async def read_to_end(cfg: Settings, topics: Iterable[str], timeout: float = 15.
     except TimeoutError:
         await consumer.stop()
         raise TimeoutError(f"no answer from Kafka at {cfg.bootstrap_servers} within {timeout:g} s") from None
+    except BaseException:
+        await consumer.stop()  # a consumer that failed to start still holds its client
+        raise
     try:
         logical_of: dict[str, str] = {}
         tps: list[TopicPartition] = []
