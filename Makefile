@@ -92,8 +92,10 @@ $(ASYNCAPI_STAMP): tools/asyncapi/package.json tools/asyncapi/package-lock.json
 # exists already), and the service is disabled afterwards (systemd or sysv-rc), so no
 # Prometheus server is left listening on :9090, now or after a reboot.
 
-.PHONY: tools
-tools:
+.PHONY: tools tools-promtool tools-chromium
+tools: tools-promtool tools-chromium
+
+tools-promtool:
 	@if command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ]; then \
 		exit 0; \
 	fi; \
@@ -127,6 +129,28 @@ tools:
 	else \
 		echo "make tools: $$(promtool --version 2>&1 | head -n 1)"; \
 	fi
+
+# Chromium, for the risk report's browser test (tests/integration/test_report_browser.py):
+# Debian's `chromium` package (/usr/bin/chromium), no recommends; the test drives it over the
+# DevTools protocol, so no browser is downloaded by any tool. Only when missing, only as root
+# with apt-get; otherwise the test skips (and fails under CI=true).
+tools-chromium:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then \
+		exit 0; \
+	fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make tools: chromium not found, and installing it needs root and apt-get;"; \
+		echo "            the report's browser test will be SKIPPED (a FAILURE under CI=true)."; \
+		echo "            Install it with: sudo apt-get install --no-install-recommends chromium"; \
+		exit 0; \
+	fi; \
+	echo "make tools: installing chromium (Debian package 'chromium', no recommends)"; \
+	apt-get update -qq || true; \
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then \
+		echo "make tools: apt-get install chromium failed; the report's browser test will be SKIPPED."; \
+		exit 0; \
+	fi; \
+	echo "make tools: $$(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
 
 # --- checks ---------------------------------------------------------------------
 

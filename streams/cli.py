@@ -19,16 +19,9 @@ def _instant(text: str):
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .contracts import jsonform
-    from .replay import replay
+    from .replay import load_input, replay
 
-    path = Path(args.input)
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(jsonform.loads(line))
-        except ValueError:
-            records.append({"topic": "", "key": None, "value": {"raw": line, "line": number}})
+    records = load_input(args.input)
     progress = None
     bar = None
     if len(records) > 20_000 and sys.stderr.isatty():
@@ -343,6 +336,105 @@ def _against_kafka(args: argparse.Namespace) -> int:
             return 1
 
 
+def _override(text: str) -> tuple[str, int]:
+    from .risk.overrides import OverrideError, parse_override
+
+    try:
+        return parse_override(text)
+    except OverrideError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _policy(path: str | None):
+    from .policy_loader import load_policy
+
+    return load_policy(path)
+
+
+def _cmd_whatif(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from .replay import load_input
+    from .risk.charts import side_by_side_page
+    from .risk.whatif import Side, run_whatif, summary_html, tables
+
+    baseline = Side(_policy(args.baseline_policy))
+    scenario = Side(_policy(args.policy), dict(args.set or ()))
+    records = load_input(args.input)
+    result = run_whatif(records, baseline, scenario, args.until, with_figures=bool(args.html))
+    console = Console()
+    for table in tables(result):
+        console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"whatif: JSON written to {Path(args.json).resolve()}", file=sys.stderr)
+    if args.html:
+        assert result.baseline.figures is not None and result.scenario.figures is not None
+        page = side_by_side_page(result.baseline.figures, result.scenario.figures,
+                                 summary_html(result, _describe_whatif(args)))  # fmt: skip
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"whatif: HTML written to {Path(args.html).resolve()}", file=sys.stderr)
+    return 0
+
+
+def _describe_whatif(args: argparse.Namespace) -> str:
+    """The scenario in words, for the top of the HTML page (file names, never their contents)."""
+    parts = [f"input {Path(args.input).name}"]
+    parts.append(f"baseline policy {Path(args.baseline_policy).name if args.baseline_policy else 'defaults'}")
+    parts.append(f"scenario policy {Path(args.policy).name if args.policy else 'defaults'}")
+    if args.set:
+        parts.append("set on every schedule: " + ", ".join(f"{k}={v}" for k, v in args.set))
+    return " · ".join(parts)
+
+
+def _quiet_kafka_client() -> None:
+    """aiokafka logs each failed connection attempt; a command reports the failure once, itself
+    (SPEC §6: one line on standard error), unless DUEWATCH_LOG_LEVEL=DEBUG asks for everything."""
+    import logging
+    import os
+
+    if os.environ.get("DUEWATCH_LOG_LEVEL", "").upper() != "DEBUG":
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .risk.report import figures_from_records, figures_from_topics, write_report
+
+    if args.from_topic:
+        import asyncio
+
+        from aiokafka.errors import KafkaError
+
+        from .contracts.topics import OVERDUE, SCHEDULES
+        from .kafkaio import TopicMissing, read_to_end
+
+        if args.until is not None:
+            print("duewatch report: --until goes with --input (--from-topic reports what the topics hold)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        _quiet_kafka_client()
+        try:
+            read = asyncio.run(read_to_end(_settings(), (OVERDUE, SCHEDULES), args.timeout))
+        except TopicMissing as exc:
+            print(f"duewatch report: {exc}", file=sys.stderr)
+            return 1
+        except KafkaError as exc:
+            print(f"duewatch report: cannot read from Kafka at {_settings().bootstrap_servers} ({exc}); "
+                  "is it running, and is KAFKA_BOOTSTRAP_SERVERS right?", file=sys.stderr)  # fmt: skip
+            return 1
+        figures = figures_from_topics([r["value"] for r in read[OVERDUE] if "value" in r],
+                                      [r["value"] for r in read[SCHEDULES] if "value" in r])  # fmt: skip
+    else:
+        from .replay import load_input
+
+        figures = figures_from_records(load_input(args.input), args.until)
+    path = write_report(figures, args.out)
+    print(f"report: {figures.loans:,} loans as of {figures.as_of.isoformat()} written to {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="duewatch", description="Real-time loan-overdue detector.")
@@ -401,6 +493,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job, live: broker, workers, simulated book, summary, check")
     _book_arguments(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("whatif", help="replay a book under two policies and compare (SPEC §7.3)")
+    p.add_argument("--input", required=True, help="replay input: JSON lines {topic, key, value}")
+    p.add_argument("--until", type=_instant, default=None, help="replay up to and including this instant")
+    p.add_argument("--policy", default=None, help="the scenario's routing policy (TOML; default: SPEC's defaults)")
+    p.add_argument("--baseline-policy", default=None, help="the baseline's routing policy (TOML; default: SPEC's defaults)")
+    p.add_argument("--set", type=_override, action="append", metavar="FIELD=VALUE",
+                   help="a schedule term set on every revision in the scenario: grace_days, tolerance, "
+                        "late_fee or penalty_rate_bps (repeatable)")  # fmt: skip
+    p.add_argument("--json", default=None, metavar="OUT.json", help="write {baseline, scenario, difference, changed_loans}")
+    p.add_argument("--html", default=None, metavar="OUT.html", help="write the tables and the report's charts side by side")
+    p.set_defaults(func=_cmd_whatif)
+
+    p = sub.add_parser("report", help="the risk report: one self-contained HTML file (SPEC §7.4)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", default=None, help="replay input: JSON lines {topic, key, value}")
+    source.add_argument("--from-topic", action="store_true", help="read overdue.events and loan.schedules from the beginning")
+    p.add_argument("--until", type=_instant, default=None, help="with --input: replay up to this instant")
+    p.add_argument("--out", required=True, metavar="REPORT.html", help="where to write the report")
+    p.add_argument("--timeout", type=_speed, default=15.0, help="with --from-topic: give up after S seconds without an answer (15)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -290,3 +290,58 @@ async def resend(cfg: Settings, resends: Iterable[Any]) -> int:
             )
         await asyncio.gather(*futures)
         return len(futures)
+
+
+
+class TopicMissing(RuntimeError):
+    """A topic the command reads does not exist (``duewatch topics create`` makes them)."""
+
+
+async def read_to_end(cfg: Settings, topics: Iterable[str], timeout: float = 15.0) -> dict[str, list[dict[str, Any]]]:
+    """Every record of the logical ``topics`` from the beginning up to their end offsets at the start.
+
+    Reading up to a snapshot of the end offsets (not "until quiet") makes the answer a function of
+    what the topics held when the command began, and returns as soon as that is read. Nothing waits
+    unboundedly (SPEC §6): connecting, and every fetch that brings nothing new, gives up after
+    ``timeout`` seconds with :class:`TimeoutError`.
+    """
+    consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+    except TimeoutError:
+        await consumer.stop()
+        raise TimeoutError(f"no answer from Kafka at {cfg.bootstrap_servers} within {timeout:g} s") from None
+    except BaseException:
+        await consumer.stop()  # a consumer that failed to start still holds its client
+        raise
+    try:
+        logical_of: dict[str, str] = {}
+        tps: list[TopicPartition] = []
+        await asyncio.wait_for(consumer._client.force_metadata_update(), timeout)  # noqa: SLF001
+        for logical in topics:
+            physical = cfg.topic(logical)
+            partitions = consumer.partitions_for_topic(physical)
+            if not partitions:
+                raise TopicMissing(f"topic {physical} does not exist (create the topics with `duewatch topics create`)")
+            logical_of[physical] = logical
+            tps += [TopicPartition(physical, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
+        out: dict[str, list[dict[str, Any]]] = {logical: [] for logical in logical_of.values()}
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=int(timeout * 1000))
+            if not batch:
+                raise TimeoutError(f"no records from Kafka at {cfg.bootstrap_servers} for {timeout:g} s "
+                                   f"with {len(pending)} partition(s) not read to their end")  # fmt: skip
+            for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+                logical = logical_of[tp.topic]
+                for message in batch[tp]:
+                    if message.offset < ends[tp]:
+                        out[logical].append(render(logical, message))
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        return out
+    finally:
+        await consumer.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -216,6 +217,42 @@ class Replay:
         self._emit(at, DLQ, key, dict(value), dlq_headers(error, topic, loan_id))
         if loan_id is not None:
             self.aside.add(loan_id)
+
+
+def latest_event_time(records: Iterable[Mapping[str, Any]]) -> datetime | None:
+    """The latest event time among ``records`` (replay's default ``until``); None when none has one.
+
+    Records replay would dead-letter before applying them (unknown topic, no event time) do not count.
+    """
+    latest: datetime | None = None
+    for record in records:
+        time_field = _EVENT_TIME_FIELD.get(_logical(str(record.get("topic", ""))))
+        value = record.get("value")
+        if time_field is None or not isinstance(value, Mapping):
+            continue
+        try:
+            event_time = parse_instant(value.get(time_field))
+        except (errors.InvalidRecord, ValueError):
+            continue
+        latest = event_time if latest is None or event_time > latest else latest
+    return latest
+
+
+def load_input(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON-lines replay input at ``path``; a line that is not JSON becomes a record replay
+    dead-letters (``{"raw": line, "line": number}`` under no topic), so it is reported, not fatal."""
+    from .contracts import jsonform
+
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(jsonform.loads(line))
+            except ValueError:
+                records.append({"topic": "", "key": None, "value": {"raw": line.rstrip("\n"), "line": number}})
+    return records
 
 
 def replay(

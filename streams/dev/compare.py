@@ -9,7 +9,8 @@ retraction dropped the old id for good; such an event is compared without its id
 
 Pure functions over OverdueEvents in their JSON form (SPEC §1, e.g. ``kafkaio.render`` or
 ``codec.to_json``); instants may be written in any offset. Used by ``duewatch demo`` and the
-stream tests.
+stream tests. Applying retractions (``standing``) lives in :mod:`streams.risk.retractions`,
+which the runtime's risk report uses too; it is re-exported here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.dates import parse_instant
+from ..risk.retractions import RETRACTED, standing
 
-RETRACTED = "OVERDUE_RETRACTED"
 #: Fields that are not deterministic (the wall clock at emission).
 WALL_CLOCK_FIELDS = frozenset({"detected_at"})
 
@@ -41,22 +42,6 @@ def comparable(value: Mapping[str, Any], with_id: bool = True) -> str:
             v = parse_instant(v).astimezone(UTC).isoformat()
         out[k] = v
     return json.dumps(out, sort_keys=True)
-
-
-def standing(values: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The events left after applying retractions, in first-seen order.
-
-    Repeats of an ``event_id`` (at-least-once delivery) count once; an event named by any
-    ``OVERDUE_RETRACTED`` is dropped; the retractions themselves are not standing events.
-    """
-    kept: dict[str, Mapping[str, Any]] = {}
-    retracted: set[str] = set()
-    for v in values:
-        if v["type"] == RETRACTED:
-            retracted.add(v["retracts"])
-        else:
-            kept.setdefault(v["event_id"], v)
-    return [v for k, v in kept.items() if k not in retracted]
 
 
 def reemitted(values: Iterable[Mapping[str, Any]]) -> set[str]:

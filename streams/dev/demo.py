@@ -33,7 +33,9 @@ One command does the whole job on a fresh machine:
        stream vs replay: equal (N events)
        stream vs replay: NOT equal (M missing, K unexpected of N)
 
-   The replay runs in a background process (niced) while the stream plays.
+   The replay runs in a background process (niced) while the stream plays. Before that line
+   the demo writes the risk report of its run (SPEC §7.4: from the stream's standing events and
+   the book's schedules) to ``reports/demo-<stamp>.html`` and prints where it is.
 6. **Shutdown.** Workers get SIGTERM, the demo's topics are deleted, a broker the demo started
    is stopped — also on Ctrl-C or SIGTERM. Exit status 0 only if the check said equal.
 
@@ -80,6 +82,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_POLICY = ROOT / "deploy" / "policy.sample.toml"
 DEFAULT_WEB_PORTS = (6066, 6067)
 WEB_PORTS_ENV = "DUEWATCH_DEMO_WEB_PORTS"
+#: Where the run's risk report goes (default: ``reports/`` under the working directory).
+REPORT_DIR_ENV = "DUEWATCH_DEMO_REPORT_DIR"
 WORKERS = 2
 #: Partitions of the demo's topics unless DUEWATCH_PARTITIONS says otherwise (see the module doc).
 DEMO_PARTITIONS = 6
@@ -690,6 +694,24 @@ def explain_difference(got: Counter, want: Counter, limit: int = 5) -> list[str]
     return lines
 
 
+def write_demo_report(standing_values: Sequence[Mapping[str, Any]], records: Sequence[Any], until: datetime,
+                      stamp: str) -> Path:  # fmt: skip
+    """The risk report (SPEC §7.4) of the run, from the stream's standing events and the book's schedules.
+
+    Written to ``$DUEWATCH_DEMO_REPORT_DIR`` (default ``reports/`` under the working directory),
+    which outlives the demo's temporary directory; returns its absolute path.
+    """
+    from ..risk.figures import compute
+    from ..risk.report import schedules_of, write_report
+
+    directory = Path(os.environ.get(REPORT_DIR_ENV) or "reports")
+    figures = compute(standing_values, schedules_of(r.as_line() for r in records), until)
+    try:
+        return write_report(figures, directory / f"demo-{stamp}.html", title="duewatch demo — risk report")
+    except OSError as exc:
+        raise DemoError(f"cannot write the risk report in {directory}: {exc}") from None
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -868,6 +890,8 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
             f"replay took {replay_result['seconds']:.1f} s (in the background)"
         )
         console.print(f"while the workers ran: {metrics_url}  {loan_url}")
+        report = write_demo_report(standing_values, records, until, stamp)
+        console.print(f"risk report: {report}", markup=False, highlight=False, soft_wrap=True)
         got, want = compare(outputs.overdue, replay_result["overdue"], until)
         total = sum(want.values())
         if got == want:

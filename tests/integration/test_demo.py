@@ -34,6 +34,7 @@ def test_reduced_demo_runs_end_to_end_and_stream_equals_replay(kafka_bootstrap: 
         "DUEWATCH_DEMO_WEB_PORTS": ",".join(map(str, ports)),
         "TMPDIR": str(tmp_path),  # worker state and logs (kept there if the demo fails)
         "COLUMNS": "160",
+        "DUEWATCH_DEMO_REPORT_DIR": str(tmp_path / "reports"),
     }
     duewatch = Path(sys.executable).with_name("duewatch")
     proc = subprocess.run(
@@ -46,6 +47,11 @@ def test_reduced_demo_runs_end_to_end_and_stream_equals_replay(kafka_bootstrap: 
     # the one-line check
     equal = re.search(r"^stream vs replay: equal \(([\d,]+) events\)$", out, re.M)
     assert equal and _number(equal.group(1)) > 0, context
+    # the run's risk report, named on the line before the check
+    report = re.search(r"^risk report: (\S+)\nstream vs replay", out, re.M)
+    assert report and Path(report.group(1)).is_file(), context
+    assert Path(report.group(1)).parent == tmp_path / "reports", context
+    assert 'data-charts="chart-book' in Path(report.group(1)).read_text(encoding="utf-8"), context
     # a summary with overdue episodes opened and cured, and every sink used
     episodes = re.search(r"episodes: opened ([\d,]+) · cured ([\d,]+) · written off ([\d,]+)", out)
     assert episodes, context
