@@ -23,7 +23,7 @@ help:
 	@echo "make registry-up   start it on 127.0.0.1:\$${REGISTRY_PORT:-8081} (API at /apis/ccompat/v7)"
 	@echo "make registry-status / registry-down"
 	@echo "make asyncapi-tools install the pinned AsyncAPI parser (tools/asyncapi, npm ci)"
-	@echo "make lint          ruff check"
+	@echo "make lint          ruff check and format --check, mypy (strict on streams/core)"
 	@echo "make test          lint + all tests (starts its own broker on free ports)"
 	@echo "make fuzz          the fuzz suite with 2,000 examples per property, and the poison records through the stream"
 	@echo "make demo          the end-to-end demo"
@@ -154,8 +154,13 @@ tools-chromium:
 
 # --- checks ---------------------------------------------------------------------
 
+# ruff (lint, complexity at most 15, private members only in the fenced module) and its
+# formatter, mypy on everything and --strict on the pure core.
 lint: venv
 	$(VENV)/bin/ruff check streams tests
+	$(VENV)/bin/ruff format --check streams tests
+	$(VENV)/bin/mypy streams
+	$(VENV)/bin/mypy --strict streams/core
 
 test: venv kafka-jars registry-build asyncapi-tools tools lint
 	$(VENV)/bin/pytest -q

@@ -94,7 +94,9 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     cfg = _settings()
 
     async def run() -> None:
-        async for record in consume(cfg, logical_name(args.topic, cfg), args.from_beginning, args.idle_timeout, args.max):
+        async for record in consume(
+            cfg, logical_name(args.topic, cfg), args.from_beginning, args.idle_timeout, args.max
+        ):
             sys.stdout.write(jsonform.dumps(record) + "\n")
             sys.stdout.flush()
 
@@ -118,11 +120,11 @@ def _cmd_tick(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .app import internal_topics
     from .kafkaio import create_topics
+    from .worker.tables import internal_topics
 
     cfg = _settings()
-    from .app import changelog_topics
+    from .worker.tables import changelog_topics
 
     created = asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
     for name in created:
@@ -135,7 +137,10 @@ def _cmd_topics(args: argparse.Namespace) -> int:
         try:
             registered = asyncio.run(register_schemas(cfg))
         except RegistryUnavailable as exc:
-            print(f"duewatch topics: {exc}; is the registry running at DUEWATCH_SCHEMA_REGISTRY_URL?", file=sys.stderr)
+            print(
+                f"duewatch topics: {exc}; is the registry running at DUEWATCH_SCHEMA_REGISTRY_URL?",
+                file=sys.stderr,
+            )
             return 1
         except RegistryError as exc:
             print(f"duewatch topics: {exc}; see schemas/README.md on evolving a schema", file=sys.stderr)
@@ -211,9 +216,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from faust.cli.base import prepare_app
 
-    from .app import changelog_topics, create_app, internal_topics
     from .kafkaio import create_topics
     from .logs import logging_config, quiet_kafka_client
+    from .worker.app import create_app
+    from .worker.tables import changelog_topics, internal_topics
 
     cfg = _settings()
     config = logging_config(cfg.log_json, cfg.log_level, cfg.kafka_log_level)
@@ -226,7 +232,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # starts against a fresh cluster should simply work.
     asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
     app = create_app(cfg)
-    prepare_app(app, "streams.app")
+    prepare_app(app, "streams.worker.app")
     collect_garbage_less_often()
     worker = app.Worker(loglevel=cfg.log_level)
     worker.execute_from_commandline()
@@ -281,8 +287,12 @@ def _book_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loans", type=_positive_int, default=10_000, help="loans in the book (10000)")
     p.add_argument("--days", type=_positive_int, default=90, help="simulated days after --start (90)")
     p.add_argument("--speed", type=_speed, default=1.0, help="simulated days per wall-clock second (1.0)")
-    p.add_argument("--seed", type=int, default=7, help="the book's random seed (7); a seed names a book exactly")
-    p.add_argument("--start", type=_date, default="2026-03-01", help="first simulated day, YYYY-MM-DD (2026-03-01)")
+    p.add_argument(
+        "--seed", type=int, default=7, help="the book's random seed (7); a seed names a book exactly"
+    )
+    p.add_argument(
+        "--start", type=_date, default="2026-03-01", help="first simulated day, YYYY-MM-DD (2026-03-01)"
+    )
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -303,7 +313,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)  # fmt: skip
 
     count = asyncio.run(
-        simulate(cfg, args.loans, args.days, args.speed, args.seed, args.start, out=args.out, on_progress=progress)
+        simulate(
+            cfg, args.loans, args.days, args.speed, args.seed, args.start, out=args.out, on_progress=progress
+        )
     )
     where = args.out or f"Kafka at {cfg.bootstrap_servers} (prefix {cfg.topic_prefix!r})"
     print(f"simulate: {count:,} records to {where} in {time.monotonic() - began:.1f} s", file=sys.stderr)
@@ -317,7 +329,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The commands that talk to Kafka with plain aiokafka clients (streams.kafkaio).
-KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate"})
+KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate", "release", "dlq"})
 
 
 def _against_kafka(args: argparse.Namespace) -> int:
@@ -368,7 +380,9 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     for table in tables(result):
         console.print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         print(f"whatif: JSON written to {Path(args.json).resolve()}", file=sys.stderr)
     if args.html:
         assert result.baseline.figures is not None and result.scenario.figures is not None
@@ -431,7 +445,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         figures = figures_from_records(load_input(args.input), args.until)
     path = write_report(figures, args.out)
-    print(f"report: {figures.loans:,} loans as of {figures.as_of.isoformat()} written to {path}", file=sys.stderr)
+    print(
+        f"report: {figures.loans:,} loans as of {figures.as_of.isoformat()} written to {path}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -451,13 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("produce", help="send JSON lines {key, value} to a topic, Avro-encoded")
     p.add_argument("topic", help="logical topic name, e.g. loan.repayments")
     p.add_argument("file", help="JSON-lines file ('-' for standard input)")
-    p.add_argument("--raw", action="store_true", help="send each line's value string as bytes, as-is (DLQ tests)")
+    p.add_argument(
+        "--raw", action="store_true", help="send each line's value string as bytes, as-is (DLQ tests)"
+    )
     p.set_defaults(func=_cmd_produce)
 
     p = sub.add_parser("consume", help="print a topic's records as JSON lines")
     p.add_argument("topic")
     p.add_argument("--from-beginning", action="store_true")
-    p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record")
+    p.add_argument(
+        "--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record"
+    )
     p.add_argument("--max", type=int, default=None, help="stop after N records")
     p.set_defaults(func=_cmd_consume)
 
@@ -487,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="produce a synthetic loan book and ticks on an accelerated clock")
     _book_arguments(p)
-    p.add_argument("--out", default=None, help="write replay input (JSON lines) to this file instead of Kafka")
+    p.add_argument(
+        "--out", default=None, help="write replay input (JSON lines) to this file instead of Kafka"
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="the main job, live: broker, workers, simulated book, summary, check")
@@ -497,28 +520,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("whatif", help="replay a book under two policies and compare (SPEC §7.3)")
     p.add_argument("--input", required=True, help="replay input: JSON lines {topic, key, value}")
     p.add_argument("--until", type=_instant, default=None, help="replay up to and including this instant")
-    p.add_argument("--policy", default=None, help="the scenario's routing policy (TOML; default: SPEC's defaults)")
-    p.add_argument("--baseline-policy", default=None, help="the baseline's routing policy (TOML; default: SPEC's defaults)")
+    p.add_argument(
+        "--policy", default=None, help="the scenario's routing policy (TOML; default: SPEC's defaults)"
+    )
+    p.add_argument(
+        "--baseline-policy",
+        default=None,
+        help="the baseline's routing policy (TOML; default: SPEC's defaults)",
+    )
     p.add_argument("--set", type=_override, action="append", metavar="FIELD=VALUE",
                    help="a schedule term set on every revision in the scenario: grace_days, tolerance, "
                         "late_fee or penalty_rate_bps (repeatable)")  # fmt: skip
-    p.add_argument("--json", default=None, metavar="OUT.json", help="write {baseline, scenario, difference, changed_loans}")
-    p.add_argument("--html", default=None, metavar="OUT.html", help="write the tables and the report's charts side by side")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT.json",
+        help="write {baseline, scenario, difference, changed_loans}",
+    )
+    p.add_argument(
+        "--html",
+        default=None,
+        metavar="OUT.html",
+        help="write the tables and the report's charts side by side",
+    )
     p.set_defaults(func=_cmd_whatif)
 
     p = sub.add_parser("report", help="the risk report: one self-contained HTML file (SPEC §7.4)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", default=None, help="replay input: JSON lines {topic, key, value}")
-    source.add_argument("--from-topic", action="store_true", help="read overdue.events and loan.schedules from the beginning")
+    source.add_argument(
+        "--from-topic", action="store_true", help="read overdue.events and loan.schedules from the beginning"
+    )
     p.add_argument("--until", type=_instant, default=None, help="with --input: replay up to this instant")
     p.add_argument("--out", required=True, metavar="REPORT.html", help="where to write the report")
-    p.add_argument("--timeout", type=_speed, default=15.0, help="with --from-topic: give up after S seconds without an answer (15)")
+    p.add_argument(
+        "--timeout",
+        type=_speed,
+        default=15.0,
+        help="with --from-topic: give up after S seconds without an answer (15)",
+    )
     p.set_defaults(func=_cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `duewatch` console script."""
+    from .kafkaio import TopicMissing
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -530,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 1
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TopicMissing) as exc:
         print(f"duewatch {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -37,6 +37,28 @@ async def started(client: Any) -> AsyncIterator[Any]:
             await stop()
 
 
+class TopicMissing(RuntimeError):
+    """A topic the command reads does not exist (``duewatch topics create`` makes them)."""
+
+
+async def topic_partitions(cfg: Settings, physical: Iterable[str]) -> dict[str, list[int]]:
+    """The partitions of each of the ``physical`` topics, as the cluster describes them (a
+    consumer knows a topic's partitions only once its own metadata happens to include it).
+    Raises :class:`TopicMissing` for a topic the cluster does not have."""
+    wanted = list(physical)
+    async with started(AIOKafkaAdminClient(**cfg.kafka_kwargs())) as admin:
+        described = await admin.describe_topics(wanted)
+    out: dict[str, list[int]] = {}
+    for desc in described:
+        name = desc.get("topic")
+        if desc.get("error_code") or not desc.get("partitions"):
+            raise TopicMissing(
+                f"topic {name} does not exist (create the topics with `duewatch topics create`)"
+            )
+        out[name] = sorted(p["partition"] for p in desc["partitions"])
+    return out
+
+
 class ConnectionCause(logging.Handler):
     """Keeps the last error aiokafka logged instead of printing it.
 
@@ -153,6 +175,8 @@ def encode_line(topic: str, line: Mapping[str, Any], raw: bool) -> tuple[bytes |
         record_type = names.TOPIC_RECORD.get(topic)
         if record_type is None:
             raise ValueError(f"no record type for topic {topic}")
+        if not isinstance(value, Mapping):
+            raise ValueError("each line's value must be a JSON object")
         payload = codec.encode(record_type, codec.from_json(record_type, value))
         if key is None and topic in names.KEY_FIELD:
             key = value.get(names.KEY_FIELD[topic])
@@ -213,16 +237,19 @@ def render(topic: str, message: Any) -> dict[str, Any]:
 
 
 async def consume(
-    cfg: Settings, topic: str, from_beginning: bool = False, idle_timeout: float = 5.0, max_records: int | None = None
+    cfg: Settings,
+    topic: str,
+    from_beginning: bool = False,
+    idle_timeout: float = 5.0,
+    max_records: int | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield records of logical ``topic`` until ``idle_timeout`` seconds pass without one, or ``max_records``."""
     physical = cfg.topic(topic)
-    async with started(AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)) as consumer:
-        partitions = consumer.partitions_for_topic(physical)
-        if partitions is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public wait
-            partitions = consumer.partitions_for_topic(physical) or set()
-        tps = [TopicPartition(physical, p) for p in sorted(partitions)]
+    partitions = (await topic_partitions(cfg, [physical]))[physical]
+    async with started(
+        AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+    ) as consumer:
+        tps = [TopicPartition(physical, p) for p in partitions]
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)
@@ -239,13 +266,19 @@ async def consume(
                     count += 1
                     if max_records is not None and count >= max_records:
                         return
+
+
 async def send_control(cfg: Settings, command: Any) -> None:
     """One operator's command (``streams.contracts.control.Command``) to the control topic, keyed
     by its loan id: the worker owning the loan reads it in order with the loan's records."""
     from .contracts import control
 
     async with started(AIOKafkaProducer(**cfg.kafka_kwargs(), acks="all")) as producer:
-        await (await producer.send(cfg.topic(names.CONTROL), control.encode(command), key=command.loan_id.encode()))
+        await (
+            await producer.send(
+                cfg.topic(names.CONTROL), control.encode(command), key=command.loan_id.encode()
+            )
+        )
 
 
 async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
@@ -255,14 +288,11 @@ async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
 
     physical = cfg.topic(names.DLQ)
     out: list[DeadLetter] = []
-    async with started(AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)) as consumer:
-        partitions = consumer.partitions_for_topic(physical)
-        if partitions is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public wait
-            partitions = consumer.partitions_for_topic(physical) or set()
-        tps = [TopicPartition(physical, p) for p in sorted(partitions)]
-        if not tps:
-            return out
+    partitions = (await topic_partitions(cfg, [physical]))[physical]
+    async with started(
+        AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+    ) as consumer:
+        tps = [TopicPartition(physical, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -273,7 +303,11 @@ async def read_dlq(cfg: Settings, timeout: float = 30.0) -> list[Any]:
                 raise TimeoutError(f"reading {physical} took longer than {timeout:.0f} s")
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batch.items():
-                out += [DeadLetter(m.key, m.value, tuple(m.headers or ())) for m in messages if m.offset < ends[tp]]
+                out += [
+                    DeadLetter(m.key, m.value, tuple(m.headers or ()))
+                    for m in messages
+                    if m.offset < ends[tp]
+                ]
     return out
 
 
@@ -292,12 +326,9 @@ async def resend(cfg: Settings, resends: Iterable[Any]) -> int:
         return len(futures)
 
 
-
-class TopicMissing(RuntimeError):
-    """A topic the command reads does not exist (``duewatch topics create`` makes them)."""
-
-
-async def read_to_end(cfg: Settings, topics: Iterable[str], timeout: float = 15.0) -> dict[str, list[dict[str, Any]]]:
+async def read_to_end(
+    cfg: Settings, topics: Iterable[str], timeout: float = 15.0
+) -> dict[str, list[dict[str, Any]]]:
     """Every record of the logical ``topics`` from the beginning up to their end offsets at the start.
 
     Reading up to a snapshot of the end offsets (not "until quiet") makes the answer a function of
@@ -315,16 +346,9 @@ async def read_to_end(cfg: Settings, topics: Iterable[str], timeout: float = 15.
         await consumer.stop()  # a consumer that failed to start still holds its client
         raise
     try:
-        logical_of: dict[str, str] = {}
-        tps: list[TopicPartition] = []
-        await asyncio.wait_for(consumer._client.force_metadata_update(), timeout)  # noqa: SLF001
-        for logical in topics:
-            physical = cfg.topic(logical)
-            partitions = consumer.partitions_for_topic(physical)
-            if not partitions:
-                raise TopicMissing(f"topic {physical} does not exist (create the topics with `duewatch topics create`)")
-            logical_of[physical] = logical
-            tps += [TopicPartition(physical, p) for p in sorted(partitions)]
+        logical_of = {cfg.topic(logical): logical for logical in topics}
+        partitions = await asyncio.wait_for(topic_partitions(cfg, logical_of), timeout)
+        tps = [TopicPartition(physical, p) for physical in logical_of for p in partitions[physical]]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout)

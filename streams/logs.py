@@ -48,7 +48,9 @@ def logging_config(json_lines: bool, level: str, kafka_level: str = "warning") -
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "streams.logs.JsonFormatter"}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
         "root": {"level": level.upper(), "handlers": ["default"]},
         "loggers": {name: {"level": kafka_level.upper()} for name in KAFKA_CLIENT_LOGGERS},
     }

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from .contracts import control
 from .contracts import topics as names
-from .detector import DLQ_HEADERS
+from .worker.effects import DLQ_HEADERS
 
 REDRIVES_HEADER = "duewatch-redrives"
 MAX_REDRIVES = 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ from .core import bounds, errors
 from .core.config import REPLAY_CONFIG, EngineConfig
 from .core.dates import MICROSECOND, parse_instant
 from .core.loan import LoanState, Outcome, apply_repayment, apply_schedule, new_loan, tick
-from .core.records import parse_dispute, parse_repayment, parse_schedule, repayment_to_dict
+from .core.records import LoanSchedule, parse_dispute, parse_repayment, parse_schedule, repayment_to_dict
 from .core.routing import Policy, emission_instant, route_all
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # where a run with no dated record puts its DLQ outputs
 
 
 @dataclass(order=True)
@@ -130,7 +132,9 @@ class Replay:
             key = record.get("key")
             time_field = _EVENT_TIME_FIELD.get(topic)
             if time_field is None:
-                first_bad.append((index, topic, key, value, errors.InvalidRecord(errors.INVALID_FIELD, "unknown topic")))
+                first_bad.append(
+                    (index, topic, key, value, errors.InvalidRecord(errors.INVALID_FIELD, "unknown topic"))
+                )
                 continue
             try:
                 if not isinstance(value, Mapping):
@@ -141,16 +145,24 @@ class Replay:
                 first_bad.append((index, topic, key, value, exc))
                 continue
             except (ValueError, OverflowError):
-                error = errors.InvalidRecord(errors.INVALID_FIELD, f"{time_field} must be an ISO-8601 instant with an offset")
+                error = errors.InvalidRecord(
+                    errors.INVALID_FIELD, f"{time_field} must be an ISO-8601 instant with an offset"
+                )
                 first_bad.append((index, topic, key, value, error))
                 continue
             timed.append((event_time, index, topic, key, value))
             latest = event_time if latest is None or event_time > latest else latest
         timed.sort(key=lambda t: (t[0], t[1]))
         until = until if until is not None else latest
-        start = timed[0][0] if timed else until
+        start = timed[0][0] if timed else (until or _EPOCH)
         for _, topic, key, value, error in first_bad:
-            self._emit(start, DLQ, key, value if isinstance(value, dict) else {"raw": value}, dlq_headers(error, topic))
+            self._emit(
+                start,
+                DLQ,
+                key,
+                value if isinstance(value, dict) else {"raw": value},
+                dlq_headers(error, topic),
+            )
         for done, (event_time, _, topic, key, value) in enumerate(timed):
             self._apply(event_time, topic, key, value, until)
             if progress is not None:
@@ -167,7 +179,13 @@ class Replay:
         if policy is not None and until is not None:
             events = [o.value for o in self.outputs if o.topic == OVERDUE]
             disputes = [
-                {"dispute_id": d.dispute_id, "loan_id": d.loan_id, "status": d.status, "at": d.at, "note": d.note}
+                {
+                    "dispute_id": d.dispute_id,
+                    "loan_id": d.loan_id,
+                    "status": d.status,
+                    "at": d.at,
+                    "note": d.note,
+                }
                 for d in self.disputes
             ]
             for topic, key, value in route_all(events, disputes, until, policy):
@@ -175,7 +193,9 @@ class Replay:
             self.outputs.sort()
         return self.outputs
 
-    def _apply(self, event_time: datetime, topic: str, key: Any, value: Mapping[str, Any], until: datetime | None):
+    def _apply(
+        self, event_time: datetime, topic: str, key: Any, value: Mapping[str, Any], until: datetime | None
+    ):
         before = event_time - MICROSECOND
         if until is not None and before > until:
             before = until
@@ -187,7 +207,9 @@ class Replay:
                 dispute = parse_dispute(value)
                 if dispute.loan_id in self.aside:
                     loan_id = dispute.loan_id
-                    raise errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
+                    raise errors.InvalidRecord(
+                        errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`"
+                    )
                 self.disputes.append(dispute)
                 return
             record = parse_schedule(value) if topic == SCHEDULES else parse_repayment(value)
@@ -195,11 +217,15 @@ class Replay:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "key differs from loan_id")
             loan_id = record.loan_id
             if loan_id in self.aside:
-                raise errors.InvalidRecord(errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`")
+                raise errors.InvalidRecord(
+                    errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`"
+                )
             state = self.loans.get(loan_id) or new_loan(loan_id)
             caught_up = tick(state, before, self.cfg)
-            apply = apply_schedule if topic == SCHEDULES else apply_repayment
-            applied = apply(caught_up.state, record, before, self.cfg)
+            if isinstance(record, LoanSchedule):
+                applied = apply_schedule(caught_up.state, record, before, self.cfg)
+            else:
+                applied = apply_repayment(caught_up.state, record, before, self.cfg)
             self._outcome(loan_id, caught_up, TICKS)
             self._outcome(loan_id, applied, topic)
         except errors.InvalidRecord as exc:
@@ -209,7 +235,13 @@ class Replay:
             self._set_aside(exc, event_time, topic, key, value, loan_id)
 
     def _set_aside(
-        self, exc: Exception, at: datetime, topic: str, key: Any, value: Mapping[str, Any], loan_id: str | None
+        self,
+        exc: Exception,
+        at: datetime,
+        topic: str,
+        key: Any,
+        value: Mapping[str, Any],
+        loan_id: str | None,
     ) -> None:
         """An unexpected failure: the record to the DLQ as INTERNAL_ERROR and, when it named a
         loan, that loan set aside, as the stream does."""
@@ -251,7 +283,9 @@ def load_input(path: str | Path) -> list[dict[str, Any]]:
             try:
                 records.append(jsonform.loads(line))
             except ValueError:
-                records.append({"topic": "", "key": None, "value": {"raw": line.rstrip("\n"), "line": number}})
+                records.append(
+                    {"topic": "", "key": None, "value": {"raw": line.rstrip("\n"), "line": number}}
+                )
     return records
 
 

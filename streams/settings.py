@@ -84,7 +84,7 @@ class Settings:
     app_id: str = "duewatch"
     log_json: bool = False
     log_level: str = "info"
-    # Most records of one fetch an agent handles as one batch (streams.intake): one wait for the
+    # Most records of one fetch an agent handles as one batch (streams.worker.faust_internals.install): one wait for the
     # broker's acknowledgements per batch instead of per record.
     batch_max: int = 2000
     # SPEC §2: the largest record value the worker takes (bytes; larger ones go to the DLQ as
@@ -143,10 +143,15 @@ class Settings:
         except FileNotFoundError:
             raise ValueError(f"KAFKA_SSL_CAFILE: no such file {self.ssl_cafile}") from None
         except ssl.SSLError as exc:
-            raise ValueError(f"KAFKA_SSL_CAFILE: {self.ssl_cafile} holds no usable PEM certificate ({exc.reason})") from None
+            raise ValueError(
+                f"KAFKA_SSL_CAFILE: {self.ssl_cafile} holds no usable PEM certificate ({exc.reason})"
+            ) from None
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.ssl_certfile:
-            for name, path in (("KAFKA_SSL_CERTFILE", self.ssl_certfile), ("KAFKA_SSL_KEYFILE", self.ssl_keyfile)):
+            for name, path in (
+                ("KAFKA_SSL_CERTFILE", self.ssl_certfile),
+                ("KAFKA_SSL_KEYFILE", self.ssl_keyfile),
+            ):
                 if path and not os.path.isfile(path):
                     raise ValueError(f"{name}: no such file {path}")
             password = self.ssl_key_password or ""
@@ -178,7 +183,10 @@ class Settings:
 
     def kafka_kwargs(self) -> dict[str, Any]:
         """aiokafka client keyword arguments, security included."""
-        kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
         kwargs.update(self.sasl_kwargs())
         context = self.ssl_context()
         if context is not None:
@@ -205,9 +213,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     tls_files = [n for n in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE") if text(n, None)]
     if tls_files and protocol not in ("SSL", "SASL_SSL"):
         # Someone meant to use TLS: connecting in the clear instead must not happen silently.
-        raise ValueError(f"{', '.join(tls_files)} given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS")
+        raise ValueError(
+            f"{', '.join(tls_files)} given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+        )
     if mechanism and not protocol.startswith("SASL_"):
-        raise ValueError(f"KAFKA_SASL_MECHANISM given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL")
+        raise ValueError(
+            f"KAFKA_SASL_MECHANISM given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL"
+        )
     if text("KAFKA_SSL_KEYFILE", None) and not text("KAFKA_SSL_CERTFILE", None):
         raise ValueError("KAFKA_SSL_KEYFILE given without KAFKA_SSL_CERTFILE (the client certificate)")
 

@@ -35,6 +35,7 @@ import pytest
 from streams.dev import broker as devkafka
 from streams.dev import registry as devregistry
 from streams.dev.procs import WorkerProcess
+from tests.support.shared import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -186,14 +187,6 @@ def new_topic(kafka_config: dict[str, Any], request: pytest.FixtureRequest) -> I
 # --------------------------------------------------------------------------- schema registry
 
 
-def missing_tool(what: str) -> None:
-    """Skip for a tool this machine lacks; under CI=true fail instead (the project's set-up,
-    `make test`, must have installed it)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what} (CI=true: the project's set-up must provide it)", pytrace=False)
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="session")
 def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Confluent-compatible API URL of a real schema registry for the session."""
@@ -204,9 +197,9 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         devkafka.java_bin()
     except devkafka.DevKafkaError as exc:
-        missing_tool(str(exc))
+        missing(str(exc))
     if not devregistry.built() and not (os.environ.get("MVN") or shutil.which("mvn")):
-        missing_tool("the schema registry is not built (make registry-build) and mvn is not on PATH")
+        missing("the schema registry is not built (make registry-build) and mvn is not on PATH")
     [port] = devkafka.free_ports(1)
     registry = devregistry.Registry(tmp_path_factory.mktemp("registry"), port)
     registry.up(timeout=120, die_with_parent=True)

@@ -45,13 +45,12 @@ __all__ = [
     "EncodeError",
     "decode",
     "encode",
-    "faust_codec_name",
     "from_json",
     "load_schema",
-    "register_faust_codecs",
     "released_versions",
     "to_json",
 ]
+
 
 #: ``schemas/`` sits next to the ``streams`` package (repo root, or the install prefix when
 #: the schemas are shipped beside the package).
@@ -164,7 +163,9 @@ def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
 
 @cache
 def _parsed_schema(name: str, version: int | None) -> dict[str, Any]:
-    return parse_schema(_raw_schema(name, version))
+    parsed = parse_schema(_raw_schema(name, version))
+    assert isinstance(parsed, dict)
+    return parsed
 
 
 @cache
@@ -293,54 +294,14 @@ def _from_json_converter(schema: Any, named: Mapping[str, Any]) -> Callable[[Any
     if logical == "date":
         return _from_date
     kind = _kind(schema)
-    if kind == "record":
-        return _from_json_record(schema, named)
-    if kind == "union":
-        return _from_json_union(schema, named)
-    if kind == "array":
-        item = _from_json_converter(schema["items"], named)
-
-        def array(v: Any) -> Any:
-            if not isinstance(v, list | tuple):
-                raise _Bad("INVALID_FIELD", f"expected an array, got {_type_name(v)}")
-            out = []
-            for i, x in enumerate(v):
-                try:
-                    out.append(item(x))
-                except _Bad as e:
-                    e.path.append(f"[{i}]")
-                    raise
-            return out
-
-        return array
-    if kind == "map":
-        value = _from_json_converter(schema["values"], named)
-
-        def map_(v: Any) -> Any:
-            if not isinstance(v, Mapping):
-                raise _Bad("INVALID_FIELD", f"expected an object, got {_type_name(v)}")
-            out = {}
-            for k, x in v.items():
-                if type(k) is not str:
-                    raise _Bad("INVALID_FIELD", f"map key {k!r} is not a string")
-                try:
-                    out[k] = value(x)
-                except _Bad as e:
-                    e.path.append(f"[{k!r}]")
-                    raise
-            return out
-
-        return map_
-    if kind == "enum":
-        symbols = frozenset(schema["symbols"])
-        listed = " | ".join(schema["symbols"])
-
-        def enum(v: Any) -> Any:
-            if type(v) is str and v in symbols:
-                return v
-            raise _Bad("INVALID_FIELD", f"{v!r} is not one of {listed}")
-
-        return enum
+    composites: dict[str, Callable[[Any, Mapping[str, Any]], Callable[[Any], Any]]] = {
+        "record": _from_json_record, "union": _from_json_union, "array": _from_json_array, "map": _from_json_map,
+        "enum": _from_json_enum,
+    }  # fmt: skip
+    composite = composites.get(kind)
+    if composite is not None:
+        converter: Callable[[Any], Any] = composite(schema, named)
+        return converter
     simple = {
         "string": _from_string,
         "boolean": _from_boolean,
@@ -353,6 +314,56 @@ def _from_json_converter(schema: Any, named: Mapping[str, Any]) -> Callable[[Any
     if kind in simple:
         return simple[kind]
     raise TypeError(f"codec: Avro type {kind!r} has no JSON form here")
+
+
+def _from_json_array(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], Any]:
+    item = _from_json_converter(schema["items"], named)
+
+    def array(v: Any) -> Any:
+        if not isinstance(v, list | tuple):
+            raise _Bad("INVALID_FIELD", f"expected an array, got {_type_name(v)}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x))
+            except _Bad as e:
+                e.path.append(f"[{i}]")
+                raise
+        return out
+
+    return array
+
+
+def _from_json_map(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], Any]:
+    value = _from_json_converter(schema["values"], named)
+
+    def map_(v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise _Bad("INVALID_FIELD", f"expected an object, got {_type_name(v)}")
+        out = {}
+        for k, x in v.items():
+            if type(k) is not str:
+                raise _Bad("INVALID_FIELD", f"map key {k!r} is not a string")
+            try:
+                out[k] = value(x)
+            except _Bad as e:
+                e.path.append(f"[{k!r}]")
+                raise
+        return out
+
+    return map_
+
+
+def _from_json_enum(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], Any]:
+    symbols = frozenset(schema["symbols"])
+    listed = " | ".join(schema["symbols"])
+
+    def enum(v: Any) -> Any:
+        if type(v) is str and v in symbols:
+            return v
+        raise _Bad("INVALID_FIELD", f"{v!r} is not one of {listed}")
+
+    return enum
 
 
 def _from_json_union(branches: list[Any], named: Mapping[str, Any]) -> Callable[[Any], Any]:
@@ -444,66 +455,74 @@ def _to_json_converter(schema: Any, named: Mapping[str, Any]) -> Callable[[Any, 
         return _to_instant
     if logical == "date":
         return _to_date
-    kind = _kind(schema)
-    if kind == "record":
-        fields = []
-        for field in schema["fields"]:
-            conv = _to_json_converter(field["type"], named)
-            ftype = field["type"]
-            nullable = isinstance(ftype, list) and "null" in ftype
-            has_default = "default" in field
-            fields.append((field["name"], conv, has_default or nullable, field.get("default")))
+    composite = {"record": _to_json_record, "union": _to_json_union, "array": _to_json_array,
+                 "map": _to_json_map}.get(_kind(schema))  # fmt: skip
+    return _to_same if composite is None else composite(schema, named)
 
-        def record(v: Any, tz: tzinfo) -> Any:
-            out = {}
-            for name, conv, optional, default in fields:
-                try:
-                    if name in v:
-                        out[name] = conv(v[name], tz)
-                    elif optional:
-                        out[name] = json.loads(json.dumps(default))  # a fresh copy of the JSON default
-                    else:
-                        raise _Bad("MISSING_FIELD", "required field is missing")
-                except _Bad as e:
-                    e.path.append(name)
-                    raise
-            return out
 
-        return record
-    if kind == "union":
-        branches = [_to_json_converter(b, named) for b in schema if _resolve(b, named) != "null"]
-        if len(branches) == 1:
-            only = branches[0]
+def _to_json_record(schema: Any, named: Mapping[str, Any]) -> Callable[[Any, tzinfo], Any]:
+    fields = []
+    for field in schema["fields"]:
+        conv = _to_json_converter(field["type"], named)
+        ftype = field["type"]
+        nullable = isinstance(ftype, list) and "null" in ftype
+        fields.append((field["name"], conv, "default" in field or nullable, field.get("default")))
 
-            def optional(v: Any, tz: tzinfo) -> Any:
-                return None if v is None else only(v, tz)
+    def record(v: Any, tz: tzinfo) -> Any:
+        out = {}
+        for name, conv, optional, default in fields:
+            try:
+                if name in v:
+                    out[name] = conv(v[name], tz)
+                elif optional:
+                    out[name] = json.loads(json.dumps(default))  # a fresh copy of the JSON default
+                else:
+                    raise _Bad("MISSING_FIELD", "required field is missing")
+            except _Bad as e:
+                e.path.append(name)
+                raise
+        return out
 
-            return optional
-        if all(b is _to_same for b in branches):
-            return _to_same
-        raise TypeError("codec: unions of several logical types have no JSON form here")
-    if kind == "array":
-        item = _to_json_converter(schema["items"], named)
-        if item is _to_same:
-            return lambda v, tz: list(v)
+    return record
 
-        def array(v: Any, tz: tzinfo) -> Any:
-            out = []
-            for i, x in enumerate(v):
-                try:
-                    out.append(item(x, tz))
-                except _Bad as e:
-                    e.path.append(f"[{i}]")
-                    raise
-            return out
 
-        return array
-    if kind == "map":
-        value = _to_json_converter(schema["values"], named)
-        if value is _to_same:
-            return lambda v, tz: dict(v)
-        return lambda v, tz: {k: value(x, tz) for k, x in v.items()}
-    return _to_same
+def _to_json_union(schema: Any, named: Mapping[str, Any]) -> Callable[[Any, tzinfo], Any]:
+    branches = [_to_json_converter(b, named) for b in schema if _resolve(b, named) != "null"]
+    if len(branches) == 1:
+        only = branches[0]
+
+        def optional(v: Any, tz: tzinfo) -> Any:
+            return None if v is None else only(v, tz)
+
+        return optional
+    if all(b is _to_same for b in branches):
+        return _to_same
+    raise TypeError("codec: unions of several logical types have no JSON form here")
+
+
+def _to_json_array(schema: Any, named: Mapping[str, Any]) -> Callable[[Any, tzinfo], Any]:
+    item = _to_json_converter(schema["items"], named)
+    if item is _to_same:
+        return lambda v, tz: list(v)
+
+    def array(v: Any, tz: tzinfo) -> Any:
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x, tz))
+            except _Bad as e:
+                e.path.append(f"[{i}]")
+                raise
+        return out
+
+    return array
+
+
+def _to_json_map(schema: Any, named: Mapping[str, Any]) -> Callable[[Any, tzinfo], Any]:
+    value = _to_json_converter(schema["values"], named)
+    if value is _to_same:
+        return lambda v, tz: dict(v)
+    return lambda v, tz: {k: value(x, tz) for k, x in v.items()}
 
 
 # ---- naive-datetime guard for encode (fastavro would silently read a naive datetime as the
@@ -518,49 +537,49 @@ def _naive_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], Non
         return _check_aware
     kind = _kind(schema)
     if kind == "record":
-        checks = []
-        for field in schema["fields"]:
-            check = _naive_checker(field["type"], named)
-            if check is not None:
-                checks.append((field["name"], check))
-        if not checks:
-            return None
-
-        def record(v: Any) -> None:
-            get = v.get
-            for name, check in checks:
-                x = get(name)
-                if x is not None:
-                    try:
-                        check(x)
-                    except _Bad as e:
-                        e.path.append(name)
-                        raise
-
-        return record
+        return _naive_record(schema, named)
     if kind == "union":
         checks = [c for c in (_naive_checker(b, named) for b in schema) if c is not None]
-        if not checks:
-            return None
-        if len(checks) == 1:
-            return checks[0]
-        return None  # several record branches: not used by duewatch's schemas
+        return checks[0] if len(checks) == 1 else None  # several record branches: not used here
     if kind in ("array", "map"):
-        check = _naive_checker(schema["items" if kind == "array" else "values"], named)
-        if check is None:
-            return None
+        return _naive_each(schema, named, kind)
+    return None
 
-        def each(v: Any) -> None:
-            items = v.items() if kind == "map" else enumerate(v)
-            for i, x in items:
+
+def _naive_record(schema: Any, named: Mapping[str, Any]) -> Callable[[Any], None] | None:
+    checks = [(f["name"], c) for f in schema["fields"] if (c := _naive_checker(f["type"], named)) is not None]
+    if not checks:
+        return None
+
+    def record(v: Any) -> None:
+        get = v.get
+        for name, check in checks:
+            x = get(name)
+            if x is not None:
                 try:
                     check(x)
                 except _Bad as e:
-                    e.path.append(f"[{i!r}]")
+                    e.path.append(name)
                     raise
 
-        return each
-    return None
+    return record
+
+
+def _naive_each(schema: Any, named: Mapping[str, Any], kind: str) -> Callable[[Any], None] | None:
+    check = _naive_checker(schema["items" if kind == "array" else "values"], named)
+    if check is None:
+        return None
+
+    def each(v: Any) -> None:
+        items = v.items() if kind == "map" else enumerate(v)
+        for i, x in items:
+            try:
+                check(x)
+            except _Bad as e:
+                e.path.append(f"[{i!r}]")
+                raise
+
+    return each
 
 
 def _check_aware(v: Any) -> None:
@@ -661,48 +680,15 @@ def _skipper(schema: Any, named: Mapping[str, Any]) -> Callable[[bytes, int], in
     schema = _resolve(schema, named)
     kind = _kind(schema)
     if kind == "record":
-        steps = [_skipper(f["type"], named) for f in schema["fields"]]
-
-        def record(data: bytes, pos: int) -> int:
-            for step in steps:
-                pos = step(data, pos)
-            return pos
-
-        return record
+        return _skip_record([_skipper(f["type"], named) for f in schema["fields"]])
     if kind == "union":
-        branches = [_skipper(b, named) for b in schema]
-
-        def union(data: bytes, pos: int) -> int:
-            index, pos = _long(data, pos)
-            return branches[index](data, pos)
-
-        return union
+        return _skip_union([_skipper(b, named) for b in schema])
     if kind in ("array", "map"):
-        item = _skipper(schema["items"] if kind == "array" else schema["values"], named)
-        keyed = kind == "map"
-
-        def blocks(data: bytes, pos: int) -> int:
-            while True:
-                count, pos = _long(data, pos)
-                if count == 0:
-                    return pos
-                if count < 0:
-                    count = -count
-                    _, pos = _long(data, pos)  # the block's size in bytes
-                for _ in range(count):
-                    if keyed:
-                        size, pos = _long(data, pos)
-                        pos += size
-                    pos = item(data, pos)
-
-        return blocks
+        return _skip_blocks(
+            _skipper(schema["items"] if kind == "array" else schema["values"], named), kind == "map"
+        )
     if kind in ("string", "bytes"):
-
-        def sized(data: bytes, pos: int) -> int:
-            size, pos = _long(data, pos)
-            return pos + size
-
-        return sized
+        return _skip_sized
     if kind in ("int", "enum"):
         return lambda data, pos: _int(data, pos)[1]
     if kind == "long":
@@ -713,6 +699,45 @@ def _skipper(schema: Any, named: Mapping[str, Any]) -> Callable[[bytes, int], in
     if width is None:
         raise TypeError(f"codec: Avro type {kind!r} cannot be walked")
     return lambda data, pos: pos + width
+
+
+def _skip_record(steps: list[Callable[[bytes, int], int]]) -> Callable[[bytes, int], int]:
+    def record(data: bytes, pos: int) -> int:
+        for step in steps:
+            pos = step(data, pos)
+        return pos
+
+    return record
+
+
+def _skip_union(branches: list[Callable[[bytes, int], int]]) -> Callable[[bytes, int], int]:
+    def union(data: bytes, pos: int) -> int:
+        index, pos = _long(data, pos)
+        return branches[index](data, pos)
+
+    return union
+
+
+def _skip_blocks(item: Callable[[bytes, int], int], keyed: bool) -> Callable[[bytes, int], int]:
+    def blocks(data: bytes, pos: int) -> int:
+        while True:
+            count, pos = _long(data, pos)
+            if count == 0:
+                return pos
+            if count < 0:
+                count = -count
+                _, pos = _long(data, pos)  # the block's size in bytes
+            for _ in range(count):
+                if keyed:
+                    pos = _skip_sized(data, pos)
+                pos = item(data, pos)
+
+    return blocks
+
+
+def _skip_sized(data: bytes, pos: int) -> int:
+    size, pos = _long(data, pos)
+    return pos + size
 
 
 def _int_fields(schema: dict[str, Any], named: Mapping[str, Any]) -> Callable[[Any], bool] | None:
@@ -786,8 +811,6 @@ class _RecordCodec:
         length: see "over-long numbers" above."""
         if self.ints is not None and not self.ints(record):
             return False
-        if type(data) is memoryview:
-            data = data.tobytes()
         if data.translate(_CONTINUATION).find(_NINE) < 0:
             return True
         try:
@@ -804,7 +827,7 @@ class _RecordCodec:
             except Exception:  # noqa: BLE001 - any failure means "not this version"
                 continue
             if fo.tell() == len(data):
-                return record
+                return record  # type: ignore[return-value]  # a record schema reads a dict
         raise DecodeError("UNDECODABLE", f"{self.name}: {first}")
 
     def decode_version(self, data: bytes, version: int) -> dict[str, Any]:
@@ -827,7 +850,7 @@ class _RecordCodec:
             raise DecodeError(
                 "UNDECODABLE", f"{self.name} v{version}: {len(data) - fo.tell()} trailing bytes"
             )
-        return record
+        return record  # type: ignore[return-value]  # a record schema reads a dict
 
 
 _CODECS: dict[str, _RecordCodec] = {}
@@ -874,18 +897,19 @@ def decode(
     Raises :class:`DecodeError` (reason ``UNDECODABLE``) for anything that is not exactly one
     record: garbage, truncated data, trailing bytes, a null value."""
     codec = _CODECS.get(name) or _codec(name)
+    if data is None:
+        raise DecodeError("UNDECODABLE", f"{name}: null value")
+    raw = data if type(data) is bytes else bytes(data)
     if writer_version is not None:
-        return codec.decode_version(data, writer_version)
+        return codec.decode_version(raw, writer_version)
     try:
-        fo = BytesIO(data)
-        record = schemaless_reader(fo, codec.schema, None)
+        fo = BytesIO(raw)
+        record: dict[str, Any] = schemaless_reader(fo, codec.schema, None)  # type: ignore[assignment]
     except Exception as e:  # noqa: BLE001 - garbage can raise almost anything inside fastavro
-        if data is None:
-            raise DecodeError("UNDECODABLE", f"{name}: null value") from None
-        return codec.decode_fallback(data, _failure(e))
-    if fo.tell() != len(data):
-        return codec.decode_fallback(data, f"{len(data) - fo.tell()} trailing bytes after the record")
-    if not codec.numbers_fit(data, record):
+        return codec.decode_fallback(raw, _failure(e))
+    if fo.tell() != len(raw):
+        return codec.decode_fallback(raw, f"{len(raw) - fo.tell()} trailing bytes after the record")
+    if not codec.numbers_fit(raw, record):
         raise DecodeError("UNDECODABLE", f"{name}: {OVERLONG}")
     return record
 
@@ -928,68 +952,3 @@ def to_json(name: str, value: Mapping[str, Any], *, tz: str | tzinfo | None = No
         return codec.to_json(value, zone)
     except _Bad as e:
         raise EncodeError(e.reason, f"{name}.{_bad_detail(e)}") from None
-
-
-# --------------------------------------------------------------------------- Faust
-
-
-def faust_codec_name(name: str) -> str:
-    """The Faust serializer name of record type ``name``: ``avro-<name lower-cased>``."""
-    return f"avro-{name.lower()}"
-
-
-_avro_codec_class: type | None = None
-
-
-def _make_avro_codec_class() -> type:
-    global _avro_codec_class
-    if _avro_codec_class is None:
-        import faust
-
-        class AvroCodec(faust.Codec):
-            """Faust codec for one duewatch record type (``value_serializer="avro-repayment"``).
-
-            ``_loads`` raises :class:`DecodeError`; agents that must dead-letter bad input
-            consume raw bytes and call :func:`decode` themselves."""
-
-            def __init__(self, record_name: str, children: Any = None, **kwargs: Any) -> None:
-                _check_name(record_name)
-                super().__init__(children=children, record_name=record_name, **kwargs)
-                self.record_name = record_name
-
-            def _dumps(self, obj: Any) -> bytes:
-                if not isinstance(obj, Mapping) and hasattr(obj, "asdict"):
-                    obj = obj.asdict()
-                return encode(self.record_name, obj)
-
-            def _loads(self, s: bytes) -> Any:
-                return decode(self.record_name, s)
-
-        AvroCodec.__module__ = __name__
-        AvroCodec.__qualname__ = "AvroCodec"
-        _avro_codec_class = AvroCodec
-    return _avro_codec_class
-
-
-def register_faust_codecs() -> dict[str, Any]:
-    """Register an :class:`AvroCodec` for every record type with Faust as
-    ``avro-<name lower-cased>`` (idempotent). Returns {serializer name: codec}."""
-    from faust.serializers import codecs
-
-    cls = _make_avro_codec_class()
-    registered = {}
-    for name in RECORD_TYPES:
-        key = faust_codec_name(name)
-        existing = codecs.codecs.get(key)
-        if not isinstance(existing, cls) or existing.record_name != name:
-            codecs.register(key, cls(name))
-        registered[key] = codecs.codecs[key]
-    return registered
-
-
-def __getattr__(attr: str) -> Any:
-    # ``AvroCodec`` subclasses faust.Codec: created on first access so that importing this
-    # module does not import Faust.
-    if attr == "AvroCodec":
-        return _make_avro_codec_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

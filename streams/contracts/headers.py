@@ -88,7 +88,9 @@ OUTPUT_EVENTS: dict[str, CloudEventFields] = {
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex; version ff is invalid, and
 # a higher version may append fields ("-..."), which a version-00 parser must accept.
-_TRACEPARENT = re.compile(rb"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-[ -~]*)?")
+_TRACEPARENT = re.compile(
+    rb"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-[ -~]*)?"
+)
 
 
 def valid_traceparent(value: bytes | str | None) -> bytes | None:
@@ -110,7 +112,7 @@ def rfc3339_utc(instant: datetime | int) -> str:
     """An instant as RFC 3339 in UTC, ``2026-03-16T00:00:00Z`` (microseconds when non-zero):
     the form the CloudEvents SDK writes ``ce_time`` in. Takes a timezone-aware datetime (any
     zone: routers write instants in the loan's) or Avro's microseconds since the epoch."""
-    if type(instant) is int:
+    if isinstance(instant, int):
         instant = _EPOCH + timedelta(microseconds=instant)
     elif instant.tzinfo is None or instant.utcoffset() is None:
         raise ValueError("naive datetime: an instant must be timezone-aware")
@@ -160,7 +162,9 @@ class OutputHeaders:
         """The headers of one record ``value`` produced to logical output topic ``topic``."""
         spec = self._topics.get(topic)
         if spec is None:
-            raise KeyError(f"{topic!r} is not an output topic with a record type ({', '.join(OUTPUT_EVENTS)})")
+            raise KeyError(
+                f"{topic!r} is not an output topic with a record type ({', '.join(OUTPUT_EVENTS)})"
+            )
         fields = spec.fields
         headers = spec.static.copy()
         headers.append(("ce_id", value[fields.id_field].encode()))

@@ -196,14 +196,18 @@ class SchemaRegistry:
                 text = await resp.text()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise RegistryUnavailable(f"schema registry {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise RegistryUnavailable(
+                f"schema registry {self.url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             payload = json.loads(text) if text else None
         except ValueError:
             payload = None
         if 200 <= status < 300:
             if payload is None and text:
-                raise RegistryUnavailable(f"schema registry {self.url}{path}: not a JSON answer (HTTP {status})")
+                raise RegistryUnavailable(
+                    f"schema registry {self.url}{path}: not a JSON answer (HTTP {status})"
+                )
             return payload
         code = payload.get("error_code") if isinstance(payload, dict) else None
         message = payload.get("message") if isinstance(payload, dict) else None
@@ -218,10 +222,14 @@ class SchemaRegistry:
             # not a Confluent "not found" answer (those carry a 404xx error code): the URL does
             # not serve the API, a configuration error to report and retry, never bad input
             raise RegistryUnavailable(
-                f"{what} -- does DUEWATCH_SCHEMA_REGISTRY_URL point at a Confluent-compatible API?", status, code
+                f"{what} -- does DUEWATCH_SCHEMA_REGISTRY_URL point at a Confluent-compatible API?",
+                status,
+                code,
             )
         if status == 409:
-            raise SchemaRejected(f"{what}: not {COMPATIBILITY} compatible with the subject's schemas", status, code)
+            raise SchemaRejected(
+                f"{what}: not {COMPATIBILITY} compatible with the subject's schemas", status, code
+            )
         if status == 422:
             raise SchemaRejected(what, status, code)
         raise RegistryError(what, status, code)
@@ -407,15 +415,22 @@ class RegistryDecoder:
             raise SchemaMismatch(resolution.error)
         fo = BytesIO(body)
         try:
-            record = schemaless_reader(fo, resolution.writer, resolution.reader)
+            record: dict[str, Any] = schemaless_reader(fo, resolution.writer, resolution.reader)  # type: ignore[assignment]
         except SchemaResolutionError as exc:
-            raise SchemaMismatch(f"{record_type}: writer schema id {schema_id}: {_resolution_problem(exc)}") from None
+            raise SchemaMismatch(
+                f"{record_type}: writer schema id {schema_id}: {_resolution_problem(exc)}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - garbage can raise almost anything inside fastavro
-            what = "truncated: the data ends inside the record" if isinstance(exc, EOFError) else type(exc).__name__
+            what = (
+                "truncated: the data ends inside the record"
+                if isinstance(exc, EOFError)
+                else type(exc).__name__
+            )
             raise DecodeError("UNDECODABLE", f"{record_type} (schema id {schema_id}): {what}") from None
         if fo.tell() != len(body):
             raise DecodeError(
-                "UNDECODABLE", f"{record_type} (schema id {schema_id}): {len(body) - fo.tell()} trailing bytes"
+                "UNDECODABLE",
+                f"{record_type} (schema id {schema_id}): {len(body) - fo.tell()} trailing bytes",
             )
         return record
 
@@ -434,7 +449,9 @@ class RegistryDecoder:
             raise SchemaNotLoaded(f"schema id {schema_id}: call `await decoder.load(...)` first")
         reader = codec.load_schema(record_type)
         if found.get("schemaType", "AVRO") != "AVRO":
-            resolution = _Resolution(error=f"{record_type}: schema id {schema_id} is {found['schemaType']}, not Avro")
+            resolution = _Resolution(
+                error=f"{record_type}: schema id {schema_id} is {found['schemaType']}, not Avro"
+            )
         else:
             try:
                 writer = parse_schema(json.loads(found["schema"]))

@@ -39,4 +39,9 @@ TOPIC_RECORD: dict[str, str] = {
 KEY_FIELD: dict[str, str] = {SCHEDULES: "loan_id", REPAYMENTS: "loan_id", DISPUTES: "loan_id"}
 
 #: The event-time field of each input record (replay orders by it).
-EVENT_TIME_FIELD: dict[str, str] = {SCHEDULES: "effective_at", REPAYMENTS: "paid_at", TICKS: "as_of", DISPUTES: "at"}
+EVENT_TIME_FIELD: dict[str, str] = {
+    SCHEDULES: "effective_at",
+    REPAYMENTS: "paid_at",
+    TICKS: "as_of",
+    DISPUTES: "at",
+}

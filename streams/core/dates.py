@@ -9,7 +9,7 @@ package, so a due date on China's National Day moves the way a Chinese bank move
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -72,7 +72,7 @@ def effective_due_date(due: date, convention: str, calendar: str | None) -> date
     return day
 
 
-def local_date(instant: datetime, tz: ZoneInfo) -> date:
+def local_date(instant: datetime, tz: tzinfo) -> date:
     """The calendar date of ``instant`` in ``tz``."""
     return instant.astimezone(tz).date()
 

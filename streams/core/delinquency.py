@@ -44,7 +44,8 @@ def _plan(
     cutoffs = tuple(cut_off(d, tz) for d in effective)
     offsets = sorted(set(reminder_days), reverse=True)
     reminders = tuple(
-        tuple(local_instant(d.fromordinal(d.toordinal() - k), reminder_time, tz) for k in offsets) for d in effective
+        tuple(local_instant(d.fromordinal(d.toordinal() - k), reminder_time, tz) for k in offsets)
+        for d in effective
     )
     return SchedulePlan(tz, effective, cutoffs, reminders)
 
@@ -54,7 +55,8 @@ def plan_for(schedule: LoanSchedule, reminder_days: tuple[int, ...], reminder_ti
     shared between schedules with the same calendar facts)."""
     memo = schedule.plan_memo
     if memo is not None and memo[0] == reminder_days and memo[1] == reminder_time:
-        return memo[2]
+        known: SchedulePlan = memo[2]
+        return known
     plan = _plan(
         schedule.timezone,
         schedule.calendar,

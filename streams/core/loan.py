@@ -179,7 +179,11 @@ def _advance(
 
 
 def _recompute(
-    old: LoanState, new: LoanState, now: datetime | None, cfg: EngineConfig, rejected: tuple[Rejection, ...] = ()
+    old: LoanState,
+    new: LoanState,
+    now: datetime | None,
+    cfg: EngineConfig,
+    rejected: tuple[Rejection, ...] = (),
 ) -> Outcome:
     """Walk the loan's open history again after a record landed in already-emitted history."""
     horizon = old.carry.cursor
@@ -235,7 +239,9 @@ def schedule_digest(schedule: LoanSchedule) -> str:
     return hashlib.blake2b(repr(schedule).encode(), digest_size=8).hexdigest()
 
 
-def apply_schedule(state: LoanState, schedule: LoanSchedule, now: datetime | None, cfg: EngineConfig) -> Outcome:
+def apply_schedule(
+    state: LoanState, schedule: LoanSchedule, now: datetime | None, cfg: EngineConfig
+) -> Outcome:
     """Accept a schedule revision (or refuse it with ``InvalidRecord``) and emit what follows from it."""
     if schedule.loan_id != state.loan_id:
         raise errors.InvalidRecord(errors.KEY_MISMATCH, "schedule for another loan")
@@ -249,13 +255,16 @@ def apply_schedule(state: LoanState, schedule: LoanSchedule, now: datetime | Non
             if revision == schedule.revision:
                 if digest == schedule_digest(schedule):
                     return replace(_advance(state, now, cfg), duplicate=True)
-                raise errors.InvalidRecord(errors.CONFLICTING_DUPLICATE, f"revision {schedule.revision} differs")
+                raise errors.InvalidRecord(
+                    errors.CONFLICTING_DUPLICATE, f"revision {schedule.revision} differs"
+                )
     _not_too_late(state, schedule.effective_at, "effective_at", cfg)
     if state.schedules and state.schedules[0].currency != schedule.currency:
         raise errors.InvalidRecord(errors.CURRENCY_CHANGED, "a revision cannot change the loan's currency")
     if sum(len(s.installments) for s in state.schedules) + len(schedule.installments) > MAX_KEPT_INSTALMENTS:
         raise errors.InvalidRecord(
-            errors.OUT_OF_RANGE, f"the loan's open revisions would hold more than {MAX_KEPT_INSTALMENTS} installments"
+            errors.OUT_OF_RANGE,
+            f"the loan's open revisions would hold more than {MAX_KEPT_INSTALMENTS} installments",
         )
     rejected: list[Rejection] = []
     repayments = state.repayments
@@ -266,7 +275,9 @@ def apply_schedule(state: LoanState, schedule: LoanSchedule, now: datetime | Non
             # A reversal of a refused payment has nothing left to reverse.
             wrong += [r for r in repayments if r.kind == REVERSAL and r.reverses in gone and r not in wrong]
             rejected = [
-                Rejection(r, errors.InvalidRecord(errors.CURRENCY_MISMATCH, "currency differs from the loan's"))
+                Rejection(
+                    r, errors.InvalidRecord(errors.CURRENCY_MISMATCH, "currency differs from the loan's")
+                )
                 for r in wrong
             ]
             repayments = tuple(r for r in repayments if r not in wrong)
@@ -275,7 +286,9 @@ def apply_schedule(state: LoanState, schedule: LoanSchedule, now: datetime | Non
     return _settle_record(state, new, schedule.effective_at, now, cfg, tuple(rejected))
 
 
-def apply_repayment(state: LoanState, repayment: Repayment, now: datetime | None, cfg: EngineConfig) -> Outcome:
+def apply_repayment(
+    state: LoanState, repayment: Repayment, now: datetime | None, cfg: EngineConfig
+) -> Outcome:
     """Accept a payment or reversal (or refuse it with ``InvalidRecord``) and emit what follows from it."""
     if repayment.loan_id != state.loan_id:
         raise errors.InvalidRecord(errors.KEY_MISMATCH, "repayment for another loan")
@@ -297,20 +310,26 @@ def apply_repayment(state: LoanState, repayment: Repayment, now: datetime | None
         if repayment.paid_at < target.paid_at:
             raise errors.InvalidRecord(errors.REVERSAL_BEFORE_PAYMENT, "reversal dated before the payment")
         if repayment.amount != target.amount:
-            raise errors.InvalidRecord(errors.REVERSAL_AMOUNT_MISMATCH, "reversal amount differs from the payment's")
+            raise errors.InvalidRecord(
+                errors.REVERSAL_AMOUNT_MISMATCH, "reversal amount differs from the payment's"
+            )
         if repayment.paid_at - target.paid_at > cfg.reversal_window:
             raise errors.InvalidRecord(
-                errors.OUT_OF_RANGE, f"paid_at is more than {cfg.reversal_window.days} days after the reversed payment"
+                errors.OUT_OF_RANGE,
+                f"paid_at is more than {cfg.reversal_window.days} days after the reversed payment",
             )
     else:
         gross = sum(r.amount for r in state.repayments if r.kind == PAYMENT) + repayment.amount
         if state.sealed is not None:
             gross += state.sealed.gross
         if gross > bounds.MAX_AMOUNT:
-            raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"the loan's payments would exceed {bounds.MAX_AMOUNT}")
+            raise errors.InvalidRecord(
+                errors.OUT_OF_RANGE, f"the loan's payments would exceed {bounds.MAX_AMOUNT}"
+            )
     if len(state.repayments) >= MAX_KEPT_REPAYMENTS:
         raise errors.InvalidRecord(
-            errors.OUT_OF_RANGE, f"the loan already keeps {MAX_KEPT_REPAYMENTS} repayments of its open history"
+            errors.OUT_OF_RANGE,
+            f"the loan already keeps {MAX_KEPT_REPAYMENTS} repayments of its open history",
         )
     new = replace(state, repayments=(*state.repayments, repayment))
     return _settle_record(state, new, repayment.paid_at, now, cfg)
@@ -333,9 +352,13 @@ def tick(state: LoanState, now: datetime, cfg: EngineConfig) -> Outcome:
         if not expired:
             return _finish(state, cfg)
         gone = {r.payment_id for r in expired}
-        expired += [r for r in state.repayments if r.kind == REVERSAL and r.reverses in gone and r not in expired]
+        expired += [
+            r for r in state.repayments if r.kind == REVERSAL and r.reverses in gone and r not in expired
+        ]
         rejected = tuple(
-            Rejection(r, errors.InvalidRecord(errors.NO_SCHEDULE, "no schedule arrived within the hold period"))
+            Rejection(
+                r, errors.InvalidRecord(errors.NO_SCHEDULE, "no schedule arrived within the hold period")
+            )
             for r in expired
         )
         state = replace(state, repayments=tuple(r for r in state.repayments if r not in expired))
@@ -371,7 +394,9 @@ def fold(state: LoanState, cfg: EngineConfig) -> LoanState:
     in_effect = ledger.schedule_at(point)
     assert in_effect is not None
     kept = tuple(
-        s for s in state.schedules if s is in_effect or (s.effective_at > point and s.revision > in_effect.revision)
+        s
+        for s in state.schedules
+        if s is in_effect or (s.effective_at > point and s.revision > in_effect.revision)
     )
     dropped = tuple((s.revision, schedule_digest(s)) for s in state.schedules if s not in kept)
     folded = [r for r in state.repayments if r.paid_at <= point]

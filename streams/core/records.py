@@ -175,7 +175,9 @@ def _instant(m: Mapping[str, Any], name: str) -> datetime:
     try:
         instant = parse_instant(value)
     except (ValueError, OverflowError):
-        raise errors.InvalidRecord(errors.INVALID_FIELD, f"{name} must be an ISO-8601 instant with an offset") from None
+        raise errors.InvalidRecord(
+            errors.INVALID_FIELD, f"{name} must be an ISO-8601 instant with an offset"
+        ) from None
     return bounds.check_instant(instant, name)
 
 
@@ -191,7 +193,7 @@ def _enum(m: Mapping[str, Any], name: str, allowed: frozenset[str], default: Any
     value = _get(m, name, default)
     if value not in allowed:
         raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"{name} must be one of {sorted(allowed)}")
-    return value
+    return str(value)
 
 
 def _currency(m: Mapping[str, Any]) -> str:
@@ -240,50 +242,16 @@ def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
         raise errors.InvalidRecord(errors.INVALID_FIELD, "a LoanSchedule must be an object")
     loan_id = _id(m, "loan_id")
     borrower_id = _id(m, "borrower_id")
-    timezone = _text(m, "timezone", DEFAULT_TIMEZONE)
-    if len(timezone) > bounds.MAX_TIMEZONE_CHARS:
-        raise errors.InvalidRecord(
-            errors.INVALID_TIMEZONE, f"timezone must have at most {bounds.MAX_TIMEZONE_CHARS} characters"
-        )
-    if not is_zone(timezone):
-        raise errors.InvalidRecord(errors.INVALID_TIMEZONE, "timezone is not an IANA zone")
-    calendar = _get(m, "calendar", None)
-    if calendar is not None and (
-        not isinstance(calendar, str) or len(calendar) > bounds.MAX_CODE_CHARS or not is_calendar(calendar)
-    ):
-        raise errors.InvalidRecord(errors.INVALID_CALENDAR, "calendar is not a supported country code")
-    raw_installments = _get(m, "installments")
-    if not isinstance(raw_installments, list | tuple) or not raw_installments:
-        raise errors.InvalidRecord(errors.INVALID_FIELD, "installments must be a non-empty list")
-    if len(raw_installments) > bounds.MAX_INSTALMENTS:
-        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"installments exceeds {bounds.MAX_INSTALMENTS} entries")
-    installments = [_installment(raw) for raw in raw_installments]
-    for before, after in zip(installments, installments[1:], strict=False):
-        if after.seq <= before.seq or after.due_date <= before.due_date:
-            raise errors.InvalidRecord(errors.SCHEDULE_ORDER, "seq and due_date must strictly increase")
-    if sum(i.principal + i.interest + i.fee for i in installments) > bounds.MAX_AMOUNT:
-        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"installments sum to more than {bounds.MAX_AMOUNT}")
+    timezone = _timezone(m)
+    calendar = _calendar(m)
+    installments = _installments(m)
     late_fee = _amount(m, "late_fee", 0)
     if late_fee * len(installments) > bounds.MAX_AMOUNT:
-        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"late_fee times installments exceeds {bounds.MAX_AMOUNT}")
-    # Contact carries the borrower's consent to be messaged, so it is required: a default would
-    # assume consent to SMS that nobody gave (the Avro schema agrees).
-    raw_contact = _get(m, "contact")
-    if not isinstance(raw_contact, Mapping):
-        raise errors.InvalidRecord(errors.INVALID_FIELD, "contact must be an object")
-    channels = _get(raw_contact, "channels", [])
-    if not isinstance(channels, list | tuple) or any(c not in CHANNELS for c in channels):
-        raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"contact.channels must be from {sorted(CHANNELS)}")
-    if len(set(channels)) != len(channels):
-        raise errors.InvalidRecord(errors.INVALID_FIELD, "contact.channels must not repeat a channel")
-    contact = Contact(_enum(raw_contact, "locale", LOCALES), tuple(channels))
-    partners = _get(m, "partners", [])
-    if not isinstance(partners, list | tuple) or any(not isinstance(p, str) for p in partners):
-        raise errors.InvalidRecord(errors.INVALID_FIELD, "partners must be a list of ids")
-    if len(partners) > bounds.MAX_PARTNERS:
-        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"partners exceeds {bounds.MAX_PARTNERS} entries")
-    for partner in partners:
-        bounds.check_id(partner, "partners")
+        raise errors.InvalidRecord(
+            errors.OUT_OF_RANGE, f"late_fee times installments exceeds {bounds.MAX_AMOUNT}"
+        )
+    contact = _contact(m)
+    partners = _partners(m)
     return LoanSchedule(
         loan_id=loan_id,
         borrower_id=borrower_id,
@@ -292,16 +260,79 @@ def parse_schedule(m: Mapping[str, Any]) -> LoanSchedule:
         currency=_currency(m),
         timezone=timezone,
         status=_enum(m, "status", STATUSES),
-        installments=tuple(installments),
+        installments=installments,
         grace_days=_int(m, "grace_days", 0, minimum=0, maximum=bounds.MAX_GRACE_DAYS),
         tolerance=_amount(m, "tolerance", 0),
         penalty_rate_bps=_int(m, "penalty_rate_bps", 0, minimum=0, maximum=bounds.MAX_PENALTY_RATE_BPS),
         late_fee=late_fee,
         business_day_convention=_enum(m, "business_day_convention", CONVENTIONS, "NONE"),
         calendar=calendar,
-        partners=tuple(partners),
+        partners=partners,
         contact=contact,
     )
+
+
+def _timezone(m: Mapping[str, Any]) -> str:
+    """An IANA zone name this machine knows, bounded before any lookup that caches it."""
+    timezone = _text(m, "timezone", DEFAULT_TIMEZONE)
+    if len(timezone) > bounds.MAX_TIMEZONE_CHARS:
+        raise errors.InvalidRecord(
+            errors.INVALID_TIMEZONE, f"timezone must have at most {bounds.MAX_TIMEZONE_CHARS} characters"
+        )
+    if not is_zone(timezone):
+        raise errors.InvalidRecord(errors.INVALID_TIMEZONE, "timezone is not an IANA zone")
+    return timezone
+
+
+def _calendar(m: Mapping[str, Any]) -> str | None:
+    calendar = _get(m, "calendar", None)
+    if calendar is not None and (
+        not isinstance(calendar, str) or len(calendar) > bounds.MAX_CODE_CHARS or not is_calendar(calendar)
+    ):
+        raise errors.InvalidRecord(errors.INVALID_CALENDAR, "calendar is not a supported country code")
+    return calendar
+
+
+def _installments(m: Mapping[str, Any]) -> tuple[Installment, ...]:
+    raw_installments = _get(m, "installments")
+    if not isinstance(raw_installments, list | tuple) or not raw_installments:
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "installments must be a non-empty list")
+    if len(raw_installments) > bounds.MAX_INSTALMENTS:
+        raise errors.InvalidRecord(
+            errors.OUT_OF_RANGE, f"installments exceeds {bounds.MAX_INSTALMENTS} entries"
+        )
+    installments = [_installment(raw) for raw in raw_installments]
+    for before, after in zip(installments, installments[1:], strict=False):
+        if after.seq <= before.seq or after.due_date <= before.due_date:
+            raise errors.InvalidRecord(errors.SCHEDULE_ORDER, "seq and due_date must strictly increase")
+    if sum(i.principal + i.interest + i.fee for i in installments) > bounds.MAX_AMOUNT:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"installments sum to more than {bounds.MAX_AMOUNT}")
+    return tuple(installments)
+
+
+def _contact(m: Mapping[str, Any]) -> Contact:
+    """Contact carries the borrower's consent to be messaged, so it is required: a default would
+    assume consent to SMS that nobody gave (the Avro schema agrees)."""
+    raw_contact = _get(m, "contact")
+    if not isinstance(raw_contact, Mapping):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "contact must be an object")
+    channels = _get(raw_contact, "channels", [])
+    if not isinstance(channels, list | tuple) or any(c not in CHANNELS for c in channels):
+        raise errors.InvalidRecord(errors.UNKNOWN_ENUM, f"contact.channels must be from {sorted(CHANNELS)}")
+    if len(set(channels)) != len(channels):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "contact.channels must not repeat a channel")
+    return Contact(_enum(raw_contact, "locale", LOCALES), tuple(channels))
+
+
+def _partners(m: Mapping[str, Any]) -> tuple[str, ...]:
+    partners = _get(m, "partners", [])
+    if not isinstance(partners, list | tuple) or any(not isinstance(p, str) for p in partners):
+        raise errors.InvalidRecord(errors.INVALID_FIELD, "partners must be a list of ids")
+    if len(partners) > bounds.MAX_PARTNERS:
+        raise errors.InvalidRecord(errors.OUT_OF_RANGE, f"partners exceeds {bounds.MAX_PARTNERS} entries")
+    for partner in partners:
+        bounds.check_id(partner, "partners")
+    return tuple(partners)
 
 
 def parse_repayment(m: Mapping[str, Any]) -> Repayment:
@@ -366,7 +397,13 @@ def schedule_to_dict(s: LoanSchedule) -> dict[str, Any]:
         "timezone": s.timezone,
         "status": s.status,
         "installments": [
-            {"seq": i.seq, "due_date": i.due_date, "principal": i.principal, "interest": i.interest, "fee": i.fee}
+            {
+                "seq": i.seq,
+                "due_date": i.due_date,
+                "principal": i.principal,
+                "interest": i.interest,
+                "fee": i.fee,
+            }
             for i in s.installments
         ],
         "grace_days": s.grace_days,

@@ -43,16 +43,28 @@ def instant(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def _schedule(s: LoanSchedule) -> list:
+def _schedule(s: LoanSchedule) -> list[Any]:
     return [
-        s.borrower_id, s.revision, micros(s.effective_at), s.currency, s.timezone, s.status,
+        s.borrower_id,
+        s.revision,
+        micros(s.effective_at),
+        s.currency,
+        s.timezone,
+        s.status,
         [[i.seq, i.due_date.toordinal(), i.principal, i.interest, i.fee] for i in s.installments],
-        s.grace_days, s.tolerance, s.penalty_rate_bps, s.late_fee, s.business_day_convention, s.calendar,
-        list(s.partners), s.contact.locale, list(s.contact.channels),
+        s.grace_days,
+        s.tolerance,
+        s.penalty_rate_bps,
+        s.late_fee,
+        s.business_day_convention,
+        s.calendar,
+        list(s.partners),
+        s.contact.locale,
+        list(s.contact.channels),
     ]
 
 
-def _stored(value: LoanSchedule | Repayment | Carry, encode: Callable[[Any], list]) -> orjson.Fragment:
+def _stored(value: LoanSchedule | Repayment | Carry, encode: Callable[[Any], list[Any]]) -> orjson.Fragment:
     """``value``'s stored form, encoded once: a state is written after every record, and its
     schedules, earlier repayments and often its carry are the same objects each time
     (``stored_form`` memo)."""
@@ -62,41 +74,68 @@ def _stored(value: LoanSchedule | Repayment | Carry, encode: Callable[[Any], lis
         # which held for the life of a cached state came to ~20 KB a loan.
         form = orjson.Fragment(memoryview(orjson.dumps(encode(value))).tobytes())
         object.__setattr__(value, "stored_form", form)
-    return form
+    stored: orjson.Fragment = form
+    return stored
 
 
-def _unschedule(loan_id: str, a: list) -> LoanSchedule:
+def _unschedule(loan_id: str, a: list[Any]) -> LoanSchedule:
     return LoanSchedule(
-        loan_id=loan_id, borrower_id=a[0], revision=a[1], effective_at=instant(a[2]), currency=a[3], timezone=a[4],
+        loan_id=loan_id,
+        borrower_id=a[0],
+        revision=a[1],
+        effective_at=instant(a[2]),
+        currency=a[3],
+        timezone=a[4],
         status=a[5],
         installments=tuple(Installment(i[0], date.fromordinal(i[1]), i[2], i[3], i[4]) for i in a[6]),
-        grace_days=a[7], tolerance=a[8], penalty_rate_bps=a[9], late_fee=a[10], business_day_convention=a[11],
-        calendar=a[12], partners=tuple(a[13]), contact=Contact(a[14], tuple(a[15])),
+        grace_days=a[7],
+        tolerance=a[8],
+        penalty_rate_bps=a[9],
+        late_fee=a[10],
+        business_day_convention=a[11],
+        calendar=a[12],
+        partners=tuple(a[13]),
+        contact=Contact(a[14], tuple(a[15])),
     )
 
 
-def _repayment(r: Repayment) -> list:
+def _repayment(r: Repayment) -> list[Any]:
     return [r.payment_id, r.amount, r.currency, micros(r.paid_at), r.channel, r.kind, r.reverses]
 
 
-def _unrepayment(loan_id: str, a: list) -> Repayment:
+def _unrepayment(loan_id: str, a: list[Any]) -> Repayment:
     return Repayment(a[0], loan_id, a[1], a[2], instant(a[3]), a[4], a[5], a[6])
 
 
-def _carry(c: Carry) -> list:
+def _carry(c: Carry) -> list[Any]:
     return [
-        None if c.cursor is None else micros(c.cursor), c.status, c.open, c.bucket,
+        None if c.cursor is None else micros(c.cursor),
+        c.status,
+        c.open,
+        c.bucket,
         None if c.first_delinquency_date is None else c.first_delinquency_date.toordinal(),
-        c.penalty, c.late_fees, sorted(c.fee_seqs), c.daily_penalty, c.terminal,
-        None if c.timed_next is None else micros(c.timed_next), c.total_overdue,
+        c.penalty,
+        c.late_fees,
+        sorted(c.fee_seqs),
+        c.daily_penalty,
+        c.terminal,
+        None if c.timed_next is None else micros(c.timed_next),
+        c.total_overdue,
     ]
 
 
-def _uncarry(a: list) -> Carry:
+def _uncarry(a: list[Any]) -> Carry:
     return Carry(
-        cursor=None if a[0] is None else instant(a[0]), status=a[1], open=a[2], bucket=a[3],
+        cursor=None if a[0] is None else instant(a[0]),
+        status=a[1],
+        open=a[2],
+        bucket=a[3],
         first_delinquency_date=None if a[4] is None else date.fromordinal(a[4]),
-        penalty=a[5], late_fees=a[6], fee_seqs=frozenset(a[7]), daily_penalty=a[8], terminal=a[9],
+        penalty=a[5],
+        late_fees=a[6],
+        fee_seqs=frozenset(a[7]),
+        daily_penalty=a[8],
+        terminal=a[9],
         timed_next=None if a[10] is None else instant(a[10]),
         total_overdue=a[11] if len(a) > 11 else 0,
     )
@@ -153,13 +192,18 @@ def peek(data: bytes) -> Summary | None:
     )  # fmt: skip
 
 
-def _sealed(sealed: Sealed | None) -> list | None:
+def _sealed(sealed: Sealed | None) -> list[Any] | None:
     if sealed is None:
         return None
-    return [_stored(sealed.carry, _carry), sealed.paid, sealed.gross, [list(pair) for pair in sealed.revisions]]
+    return [
+        _stored(sealed.carry, _carry),
+        sealed.paid,
+        sealed.gross,
+        [list(pair) for pair in sealed.revisions],
+    ]
 
 
-def _unsealed(a: list | None) -> Sealed | None:
+def _unsealed(a: list[Any] | None) -> Sealed | None:
     if a is None:
         return None
     return Sealed(_uncarry(a[0]), a[1], a[2], tuple((revision, digest) for revision, digest in a[3]))

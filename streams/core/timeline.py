@@ -56,7 +56,15 @@ class Carry:
 class Ledger:
     """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'."""
 
-    __slots__ = ("_points", "_in_effect", "_pay_points", "_paid", "_base", "record_instants", "first_effective")
+    __slots__ = (
+        "_points",
+        "_in_effect",
+        "_pay_points",
+        "_paid",
+        "_base",
+        "record_instants",
+        "first_effective",
+    )
 
     def __init__(
         self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment], base_paid: int = 0
@@ -70,7 +78,8 @@ class Ledger:
         else:
             points = sorted({s.effective_at for s in schedules})
             in_effect = [
-                max((s for s in schedules if s.effective_at <= point), key=lambda s: s.revision) for point in points
+                max((s for s in schedules if s.effective_at <= point), key=lambda s: s.revision)
+                for point in points
             ]
         deltas: dict[datetime, int] = {}
         for r in repayments:
@@ -128,7 +137,12 @@ def next_instant(ledger: Ledger, carry: Carry) -> tuple[datetime | None, bool]:
 
 
 def _timed_after(
-    schedule: LoanSchedule, plan: SchedulePlan, pos: Position, cursor: datetime, fee_seqs: frozenset[int], cfg: EngineConfig
+    schedule: LoanSchedule,
+    plan: SchedulePlan,
+    pos: Position,
+    cursor: datetime,
+    fee_seqs: frozenset[int],
+    cfg: EngineConfig,
 ) -> datetime | None:
     """The first midnight or reminder after ``cursor`` that can change an ACTIVE loan standing at ``pos``.
 
@@ -215,7 +229,33 @@ def _event(
     )
 
 
-def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple[Carry, list[ev.OverdueEvent]]:
+def _charges(
+    schedule: LoanSchedule,
+    plan: SchedulePlan,
+    pos: Position,
+    day: date,
+    late_fees: int,
+    fee_seqs: frozenset[int],
+) -> tuple[int, frozenset[int], int]:
+    """An ACTIVE loan's charges at local ``day``: late fees now due (once per seq, past grace), the
+    seqs charged so far, and the penalty each midnight adds while nothing changes."""
+    daily = 0
+    new_fee_seqs = set()
+    for index, inst in enumerate(schedule.installments):
+        if not pos.past_due[index]:
+            continue
+        daily += daily_penalty(pos.outstanding[index], schedule.penalty_rate_bps)
+        if inst.seq not in fee_seqs and (day - plan.effective_due[index]).days > schedule.grace_days:
+            late_fees += schedule.late_fee
+            new_fee_seqs.add(inst.seq)
+    if new_fee_seqs:
+        fee_seqs = fee_seqs | new_fee_seqs
+    return late_fees, fee_seqs, daily
+
+
+def step(
+    ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig
+) -> tuple[Carry, list[ev.OverdueEvent]]:
     """Process instant ``at`` (> cursor): charges, then the transitions of SPEC §4 in their fixed order."""
     schedule = ledger.schedule_at(at)
     assert schedule is not None, "nothing happens before the first effective_at"
@@ -230,20 +270,9 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
     pos = position(schedule, plan, ledger.paid_at(at), at, cfg.buckets)
     active = schedule.status == ACTIVE
     day = local_date(at, tz)
-    late_fees = carry.late_fees
-    fee_seqs = carry.fee_seqs
-    daily = 0
+    late_fees, fee_seqs, daily = carry.late_fees, carry.fee_seqs, 0
     if active:
-        new_fee_seqs = set()
-        for index, inst in enumerate(schedule.installments):
-            if not pos.past_due[index]:
-                continue
-            daily += daily_penalty(pos.outstanding[index], schedule.penalty_rate_bps)
-            if inst.seq not in fee_seqs and (day - plan.effective_due[index]).days > schedule.grace_days:
-                late_fees += schedule.late_fee
-                new_fee_seqs.add(inst.seq)
-        if new_fee_seqs:
-            fee_seqs = fee_seqs | new_fee_seqs
+        late_fees, fee_seqs, daily = _charges(schedule, plan, pos, day, late_fees, fee_seqs)
         if start_of_day(day, tz) == at:
             penalty += daily
 
@@ -256,7 +285,19 @@ def step(ledger: Ledger, carry: Carry, at: datetime, cfg: EngineConfig) -> tuple
 
     def emit(kind: str, first_delinquency: date | None, due_index: int | None = None) -> None:
         out.append(
-            _event(kind, at, day, schedule, plan, pos, previous_bucket, first_delinquency, penalty, late_fees, due_index)
+            _event(
+                kind,
+                at,
+                day,
+                schedule,
+                plan,
+                pos,
+                previous_bucket,
+                first_delinquency,
+                penalty,
+                late_fees,
+                due_index,
+            )
         )
 
     if carry.status is None and not active:

@@ -54,8 +54,13 @@ def _installments(principal: int, count: int, monthly_bps: int, first_due: date)
         p = part + (remainder if seq == count else 0)
         interest = balance * monthly_bps // 10_000
         out.append(
-            {"seq": seq, "due_date": _add_months(first_due, seq - 1).isoformat(), "principal": p,
-             "interest": interest, "fee": 500 if seq == 1 else 0}
+            {
+                "seq": seq,
+                "due_date": _add_months(first_due, seq - 1).isoformat(),
+                "principal": p,
+                "interest": interest,
+                "fee": 500 if seq == 1 else 0,
+            }
         )
         balance -= p
     return out
@@ -71,22 +76,36 @@ def generate(loans: int, start: date, days: int, seed: int = 7) -> list[BookReco
         borrower = f"B{(n if rng.random() > 0.05 else max(0, n - 1)):07d}"  # a few borrowers hold two loans
         business = rng.random() < 0.25
         count = rng.choice((6, 12, 18, 24)) if business else rng.choice((3, 6, 9, 12))
-        principal = rng.randrange(50_000_00, 500_000_00, 100) if business else rng.randrange(1_000_00, 50_000_00, 100)
-        disbursed = start - timedelta(days=rng.randrange(0, 240)) + timedelta(days=rng.randrange(0, max(1, days)))
+        principal = (
+            rng.randrange(50_000_00, 500_000_00, 100) if business else rng.randrange(1_000_00, 50_000_00, 100)
+        )
+        disbursed = (
+            start - timedelta(days=rng.randrange(0, 240)) + timedelta(days=rng.randrange(0, max(1, days)))
+        )
         first_due = _add_months(disbursed, 1)
         following = rng.random() < 0.5
         schedule = {
-            "loan_id": loan_id, "borrower_id": borrower, "revision": 1,
-            "effective_at": _local(disbursed, rng).isoformat(), "currency": "CNY", "timezone": "Asia/Shanghai",
-            "status": "ACTIVE", "installments": _installments(principal, count, rng.choice((50, 80, 120)), first_due),
-            "grace_days": rng.choice((0, 0, 1, 3)), "tolerance": rng.choice((0, 100)),
-            "penalty_rate_bps": 1825, "late_fee": rng.choice((0, 2000)),
-            "business_day_convention": "FOLLOWING" if following else "NONE", "calendar": "CN",
+            "loan_id": loan_id,
+            "borrower_id": borrower,
+            "revision": 1,
+            "effective_at": _local(disbursed, rng).isoformat(),
+            "currency": "CNY",
+            "timezone": "Asia/Shanghai",
+            "status": "ACTIVE",
+            "installments": _installments(principal, count, rng.choice((50, 80, 120)), first_due),
+            "grace_days": rng.choice((0, 0, 1, 3)),
+            "tolerance": rng.choice((0, 100)),
+            "penalty_rate_bps": 1825,
+            "late_fee": rng.choice((0, 2000)),
+            "business_day_convention": "FOLLOWING" if following else "NONE",
+            "calendar": "CN",
             "partners": [rng.choice(PARTNERS)] if rng.random() < 0.3 else [],
-            "contact": {"locale": "en" if rng.random() < 0.1 else "zh-CN",
-                        "channels": ["push", "sms"] if rng.random() < 0.8 else ["sms"]},
+            "contact": {
+                "locale": "en" if rng.random() < 0.1 else "zh-CN",
+                "channels": ["push", "sms"] if rng.random() < 0.8 else ["sms"],
+            },
         }
-        eff = datetime.fromisoformat(schedule["effective_at"])
+        eff = datetime.fromisoformat(str(schedule["effective_at"]))
         if eff >= end:
             continue
         records.append(BookRecord(eff, "loan.schedules", loan_id, schedule))
@@ -97,11 +116,21 @@ def generate(loans: int, start: date, days: int, seed: int = 7) -> list[BookReco
 
 
 def _payment(loan_id: str, pid: str, amount: int, paid_at: datetime, kind: str = "PAYMENT", reverses=None):
-    return {"payment_id": pid, "loan_id": loan_id, "amount": amount, "currency": "CNY",
-            "paid_at": paid_at.isoformat(), "channel": "app", "kind": kind, "reverses": reverses}
+    return {
+        "payment_id": pid,
+        "loan_id": loan_id,
+        "amount": amount,
+        "currency": "CNY",
+        "paid_at": paid_at.isoformat(),
+        "channel": "app",
+        "kind": kind,
+        "reverses": reverses,
+    }
 
 
-def _repayments(rng: random.Random, loan_id: str, schedule: dict, behaviour: str, end: datetime) -> list[BookRecord]:
+def _repayments(
+    rng: random.Random, loan_id: str, schedule: dict, behaviour: str, end: datetime
+) -> list[BookRecord]:
     out: list[BookRecord] = []
     stop_after = rng.randrange(0, len(schedule["installments"])) if behaviour == "default" else None
     rescheduled = False
@@ -109,7 +138,11 @@ def _repayments(rng: random.Random, loan_id: str, schedule: dict, behaviour: str
     def pay(amount: int, when: datetime, suffix: str, kind: str = "PAYMENT", reverses=None) -> None:
         if when < end:
             pid = f"{loan_id}-{suffix}"
-            out.append(BookRecord(when, "loan.repayments", loan_id, _payment(loan_id, pid, amount, when, kind, reverses)))
+            out.append(
+                BookRecord(
+                    when, "loan.repayments", loan_id, _payment(loan_id, pid, amount, when, kind, reverses)
+                )
+            )
 
     for inst in schedule["installments"]:
         seq = inst["seq"]
@@ -128,7 +161,9 @@ def _repayments(rng: random.Random, loan_id: str, schedule: dict, behaviour: str
         elif behaviour == "reversal":
             paid = _local(due - timedelta(days=1), rng)
             pay(amount, paid, f"{seq}")
-            pay(amount, paid + timedelta(days=rng.randrange(1, 10)), f"{seq}r", "REVERSAL", f"{loan_id}-{seq}")
+            pay(
+                amount, paid + timedelta(days=rng.randrange(1, 10)), f"{seq}r", "REVERSAL", f"{loan_id}-{seq}"
+            )
             pay(amount, paid + timedelta(days=rng.randrange(10, 30)), f"{seq}again")
         elif behaviour == "reschedule" and not rescheduled:
             rescheduled = True
@@ -140,7 +175,9 @@ def _repayments(rng: random.Random, loan_id: str, schedule: dict, behaviour: str
                     for i in schedule["installments"]
                 ]
                 revision["installments"] = [
-                    i for i in revision["installments"] if i["seq"] >= seq or date.fromisoformat(i["due_date"]) < due
+                    i
+                    for i in revision["installments"]
+                    if i["seq"] >= seq or date.fromisoformat(i["due_date"]) < due
                 ] or revision["installments"]
                 out.append(BookRecord(moved, "loan.schedules", loan_id, revision))
             break

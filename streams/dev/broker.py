@@ -165,7 +165,9 @@ class SecureListeners:
         for name, password in self.scram_users.items():
             # the format tool's syntax has no escaping: keep to what it can parse
             if not all(c.isalnum() or c in "-_." for c in name + password):
-                raise DevKafkaError("SCRAM user names and passwords here may only hold letters, digits, - _ .")
+                raise DevKafkaError(
+                    "SCRAM user names and passwords here may only hold letters, digits, - _ ."
+                )
         return [a for name, password in self.scram_users.items()
                 for a in ("--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]")]  # fmt: skip
 
@@ -336,7 +338,7 @@ def serves_metadata(bootstrap: str, brokers: int = 1) -> bool:
         return pool.submit(asyncio.run, _probe_metadata(bootstrap, brokers)).result()
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+def set_pdeathsig() -> None:  # runs in the child between fork and exec
     import ctypes
 
     PR_SET_PDEATHSIG = 1
@@ -540,7 +542,7 @@ class Broker:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 cwd=self.data_dir, start_new_session=True,
-                preexec_fn=_set_pdeathsig if die_with_parent else None,
+                preexec_fn=set_pdeathsig if die_with_parent else None,
             )  # fmt: skip
         self.pid_file.write_text(f"{self._proc.pid}\n")
         return self._proc.pid
@@ -557,17 +559,17 @@ class Broker:
                     log(f"note: the broker in {self.data_dir} runs on port {st.port}, not {self.port}")
                     self.port = st.port
                 log(f"already running (pid {st.pid}); not starting another one")
-                self._wait_ready(st.pid, timeout, started)
+                self.wait_ready(st.pid, timeout, started)
                 return time.monotonic() - started
             pid = self.start(die_with_parent)
             try:
-                self._wait_ready(pid, timeout, started)
+                self.wait_ready(pid, timeout, started)
             except BaseException:
                 self._stop_pid(pid, 10)
                 raise
         return time.monotonic() - started
 
-    def _wait_ready(self, pid: int | None, timeout: float, started: float, bootstrap: str | None = None,
+    def wait_ready(self, pid: int | None, timeout: float, started: float, bootstrap: str | None = None,
                     brokers: int = 1) -> None:  # fmt: skip
         deadline = started + timeout
         while True:
@@ -670,7 +672,9 @@ class Cluster:
             return None
         ports, controllers = [], []
         for config in configs:
-            lines = dict(ln.split("=", 1) for ln in config.read_text().splitlines() if "=" in ln and ln[0] != "#")
+            lines = dict(
+                ln.split("=", 1) for ln in config.read_text().splitlines() if "=" in ln and ln[0] != "#"
+            )
             ports.append(int(lines["advertised.listeners"].split(",")[0].rsplit(":", 1)[1]))
             controllers.append(int(lines["listeners"].rsplit(":", 1)[1]))
         return cls(base, len(configs), ports, controllers)
@@ -696,7 +700,7 @@ class Cluster:
                 pids[broker.node_id] = st.pid if st.running else broker.start(die_with_parent)
         try:
             for broker in self.brokers:
-                broker._wait_ready(pids[broker.node_id], timeout, started, self.bootstrap, len(self.brokers))
+                broker.wait_ready(pids[broker.node_id], timeout, started, self.bootstrap, len(self.brokers))
         except BaseException:
             self.down(10)
             raise
@@ -715,7 +719,7 @@ class Cluster:
             if broker.status().running:
                 raise DevKafkaError(f"node {n} is running")
             pid = broker.start(die_with_parent)
-        broker._wait_ready(pid, timeout, started, self.bootstrap, len(self.brokers))
+        broker.wait_ready(pid, timeout, started, self.bootstrap, len(self.brokers))
         return time.monotonic() - started
 
     def down(self, timeout: float = 30.0) -> int:
@@ -797,14 +801,26 @@ def _write_env(path: Path, env: Mapping[str, str]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streams.dev.broker", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["jars", "up", "down", "status"])
-    parser.add_argument("--data-dir", help="default $KAFKA_DATA_DIR or deploy/kafka/run (run-<N>nodes with --nodes)")
-    parser.add_argument("--port", type=int, help="default $KAFKA_PORT or 9092; with --nodes N: N ports from it")
-    parser.add_argument("--controller-port", type=int,
-                        help="default $KAFKA_CONTROLLER_PORT or 9093; with --nodes N: N ports from it, default PORT+100")
-    parser.add_argument("--nodes", type=int, default=1, help="a cluster of N nodes (replication 3, min ISR 2)")
-    parser.add_argument("--secure", action="store_true",
-                        help="up: also an SSL listener requiring client certificates (PORT+2) and a SASL_SSL "
-                             "listener with SCRAM-SHA-512 (PORT+3); one node only")
+    parser.add_argument(
+        "--data-dir", help="default $KAFKA_DATA_DIR or deploy/kafka/run (run-<N>nodes with --nodes)"
+    )
+    parser.add_argument(
+        "--port", type=int, help="default $KAFKA_PORT or 9092; with --nodes N: N ports from it"
+    )
+    parser.add_argument(
+        "--controller-port",
+        type=int,
+        help="default $KAFKA_CONTROLLER_PORT or 9093; with --nodes N: N ports from it, default PORT+100",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="a cluster of N nodes (replication 3, min ISR 2)"
+    )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: also an SSL listener requiring client certificates (PORT+2) and a SASL_SSL "
+        "listener with SCRAM-SHA-512 (PORT+3); one node only",
+    )
     parser.add_argument(
         "--timeout", type=float, help="up: readiness timeout (60 s, 120 s for a cluster); down: SIGKILL after (30 s)"
     )  # fmt: skip
@@ -848,14 +864,18 @@ def _secure_up(args: argparse.Namespace) -> int:
     print(f"kafka {kafka_version()} serving on {secured.broker.bootstrap} (PLAINTEXT), "
           f"{secured.broker.ssl_bootstrap} (SSL, client certificate required), "
           f"{secured.broker.sasl_ssl_bootstrap} (SASL_SSL, SCRAM-SHA-512) ({took:.1f} s)")  # fmt: skip
-    print(f"client settings: `. {mtls}` (mutual TLS) or `. {scram}` (SCRAM); CA and certificates in {tls_dir}")
+    print(
+        f"client settings: `. {mtls}` (mutual TLS) or `. {scram}` (SCRAM); CA and certificates in {tls_dir}"
+    )
     return 0
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
     if args.secure:
         raise DevKafkaError("--secure is for one node (the tests' secured broker); not with --nodes")
-    data_dir = Path(args.data_dir or os.environ.get("KAFKA_DATA_DIR") or f"{DEFAULT_DATA_DIR}-{args.nodes}nodes")
+    data_dir = Path(
+        args.data_dir or os.environ.get("KAFKA_DATA_DIR") or f"{DEFAULT_DATA_DIR}-{args.nodes}nodes"
+    )
     cluster = Cluster.existing(data_dir)
     if args.command == "up":
         if cluster is None:

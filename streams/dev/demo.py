@@ -165,7 +165,9 @@ def obtain_broker() -> BrokerHandle:
         say(f"port {broker.port} or {broker.controller_port} is taken by another process: "
             f"starting a broker on free ports in {temp_dir}")  # fmt: skip
         broker = devkafka.Broker(temp_dir, port, controller)
-    say(f"starting Kafka {devkafka.kafka_version() or ''} on {broker.bootstrap} (data in {broker.data_dir}) ...")
+    say(
+        f"starting Kafka {devkafka.kafka_version() or ''} on {broker.bootstrap} (data in {broker.data_dir}) ..."
+    )
     took = broker.up(timeout=90, die_with_parent=True)
     say(f"Kafka serving on {broker.bootstrap} ({took:.1f} s)")
     return BrokerHandle(broker.bootstrap, broker, temp_dir)
@@ -207,7 +209,9 @@ async def wait_ready(workers: Sequence[WorkerProcess], timeout: float = READY_TI
             elif not w.running:
                 raise DemoError(f"worker {w.name} exited ({w.proc.returncode}); its log:\n{w.tail()}")
         if pending and time.monotonic() > deadline:
-            raise DemoError(f"worker {pending[0].name} not ready within {timeout:.0f} s:\n{pending[0].tail()}")
+            raise DemoError(
+                f"worker {pending[0].name} not ready within {timeout:.0f} s:\n{pending[0].tail()}"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -238,7 +242,9 @@ def describe(topic: str, value: Mapping[str, Any]) -> str:
         dropped = " DROPPED" if value.get("disposition") == "DROPPED" else ""
         return f"{value['kind']}{dropped} {value['loan_id']} via {value['channel']}: {value['text']}"
     if topic == names.BUREAU:
-        extra = (" · correction" if value.get("corrects") else "") + (" · disputed" if value.get("disputed") else "")
+        extra = (" · correction" if value.get("corrects") else "") + (
+            " · disputed" if value.get("disputed") else ""
+        )
         return (f"{value['loan_id']} PBOC {value['pboc_status']} · Metro 2 {value['metro2_status']} · dpd {value['dpd']} · "
                 f"{money(value.get('overdue_amount'), value.get('currency'))} · released {_local(value.get('released_at'))}{extra}")  # fmt: skip
     if topic == names.PARTNER:
@@ -261,7 +267,9 @@ class BucketBook:
     """Loans by bucket from the standing OverdueEvents, as they arrive (retractions applied)."""
 
     def __init__(self) -> None:
-        self.events: dict[str, dict[str, tuple[datetime, int, str]]] = {}  # loan -> event id -> (as_of, rank, state)
+        self.events: dict[
+            str, dict[str, tuple[datetime, int, str]]
+        ] = {}  # loan -> event id -> (as_of, rank, state)
         self.current: dict[str, str] = {}  # loan -> M1..M7 | WRITTEN_OFF (absent: M0)
         self.counts: Counter[str] = Counter()
         self.latest_open: str | None = None
@@ -272,7 +280,11 @@ class BucketBook:
             self.events.get(loan, {}).pop(value["retracts"], None)
         elif kind in _TYPE_RANK:
             state = {CURED: "M0", WRITTEN_OFF: "WRITTEN_OFF"}.get(kind, value["bucket"])
-            self.events.setdefault(loan, {})[value["event_id"]] = (parse_instant(value["as_of"]), _TYPE_RANK[kind], state)
+            self.events.setdefault(loan, {})[value["event_id"]] = (
+                parse_instant(value["as_of"]),
+                _TYPE_RANK[kind],
+                state,
+            )
         else:
             return
         entries = self.events.get(loan) or {}
@@ -350,16 +362,11 @@ async def read_outputs(cfg: Settings, outputs: Outputs, stop: asyncio.Event) -> 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic_of = {cfg.topic(t): t for t in names.OUTPUT_TOPICS}
+    partitions = await kafkaio.topic_partitions(cfg, topic_of)
     consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        tps: list[TopicPartition] = []
-        for physical in topic_of:
-            parts = consumer.partitions_for_topic(physical)
-            if not parts:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public wait
-                parts = consumer.partitions_for_topic(physical) or set()
-            tps += [TopicPartition(physical, p) for p in sorted(parts)]
+        tps = [TopicPartition(physical, p) for physical in topic_of for p in partitions[physical]]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         while not stop.is_set():
@@ -373,15 +380,17 @@ async def read_outputs(cfg: Settings, outputs: Outputs, stop: asyncio.Event) -> 
         await consumer.stop()
 
 
-async def group_lag(cfg: Settings, group: str, admin: Any, probe: Any) -> int:
-    """Records the workers' consumer group has not committed yet, over the topics it reads."""
+async def group_lag(
+    cfg: Settings, group: str, admin: Any, probe: Any, partitions: dict[str, list[int]]
+) -> int:
+    """Records the workers' consumer group has not committed yet, over the topics it reads
+    (``partitions``: the inputs' partitions, by physical topic)."""
     from aiokafka import TopicPartition
 
     committed = await admin.list_consumer_group_offsets(group)
     tps = set(committed)
-    for logical in (names.SCHEDULES, names.REPAYMENTS, names.TICKS):
-        physical = cfg.topic(logical)
-        tps |= {TopicPartition(physical, p) for p in (probe.partitions_for_topic(physical) or ())}
+    for physical, numbers in partitions.items():
+        tps |= {TopicPartition(physical, p) for p in numbers}
     ends = await probe.end_offsets(sorted(tps))
     return sum(max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items())
 
@@ -426,7 +435,7 @@ class FlowControl:
         """(ticks the slowest tick partition is behind, input records unread, routed events queued)."""
         from aiokafka import TopicPartition
 
-        from ..app import internal_topics
+        from ..worker.tables import internal_topics
 
         committed = await self.admin.list_consumer_group_offsets(self.cfg.app_id)
 
@@ -496,7 +505,9 @@ class ReplayJob:
         self.result_path = work / "replay.pickle"
         ctx = multiprocessing.get_context("spawn")
         self.proc = ctx.Process(
-            target=_replay_job, args=(loans, start, days, seed, str(policy_path), str(self.result_path)), daemon=True
+            target=_replay_job,
+            args=(loans, start, days, seed, str(policy_path), str(self.result_path)),
+            daemon=True,
         )
         self.proc.start()
 
@@ -538,7 +549,9 @@ class LiveView:
         if p.done:
             self.phase = "final tick sent; waiting for the workers to catch up"
         elif p.history:
-            self.phase = "fast-forwarding the clock across the book's history (loans disbursed before the start)"
+            self.phase = (
+                "fast-forwarding the clock across the book's history (loans disbursed before the start)"
+            )
         else:
             self.phase = f"simulating at up to {self.speed:g} day(s)/s"
 
@@ -664,7 +677,9 @@ def summary_tables(outputs: Outputs, standing_values: Sequence[Mapping[str, Any]
     replay_routed = replay_result["routed"] if replay_result else Counter()
     sinks.add_row(names.OVERDUE, f"{outputs.counts[names.OVERDUE]:,}", "")
     for topic in ROUTED:
-        sinks.add_row(topic, f"{outputs.counts[topic]:,}", f"{replay_routed.get(topic, 0):,}" if replay_result else "")
+        sinks.add_row(
+            topic, f"{outputs.counts[topic]:,}", f"{replay_routed.get(topic, 0):,}" if replay_result else ""
+        )
         if topic == names.NOTIFY:
             for kind, n in sorted(outputs.notify_kinds.items()):
                 sinks.add_row(f"  {kind}", f"{n:,}", "")
@@ -688,9 +703,13 @@ def explain_difference(got: Counter, want: Counter, limit: int = 5) -> list[str]
             diffs = ", ".join(f"{k}: stream {twin.get(k)!r} vs replay {m.get(k)!r}" for k in fields)
             lines.append(f"  differs: {m['loan_id']} {m['type']} at {m['as_of']}: {diffs}")
         else:
-            lines.append(f"  missing in the stream: {m['loan_id']} {m['type']} at {m['as_of']} (bucket {m['bucket']}, dpd {m['dpd']})")
+            lines.append(
+                f"  missing in the stream: {m['loan_id']} {m['type']} at {m['as_of']} (bucket {m['bucket']}, dpd {m['dpd']})"
+            )
     for e in extra[:limit]:
-        lines.append(f"  unexpected in the stream: {e['loan_id']} {e['type']} at {e['as_of']} (bucket {e['bucket']}, dpd {e['dpd']})")
+        lines.append(
+            f"  unexpected in the stream: {e['loan_id']} {e['type']} at {e['as_of']} (bucket {e['bucket']}, dpd {e['dpd']})"
+        )
     return lines
 
 
@@ -726,7 +745,7 @@ async def create_demo_topics(cfg: Settings, timeout: float = 60.0) -> list[str]:
     """
     from aiokafka import AIOKafkaClient
 
-    from ..app import changelog_topics, internal_topics
+    from ..worker.tables import changelog_topics, internal_topics
 
     changelogs = changelog_topics(cfg)
     await kafkaio.create_topics(cfg, physical=internal_topics(cfg), compacted=changelogs)
@@ -737,11 +756,15 @@ async def create_demo_topics(cfg: Settings, timeout: float = 60.0) -> list[str]:
         deadline = time.monotonic() + timeout
         while True:
             await client.force_metadata_update()
-            missing = [t for t in wanted if len(client.cluster.partitions_for_topic(t) or ()) != cfg.partitions]
+            missing = [
+                t for t in wanted if len(client.cluster.partitions_for_topic(t) or ()) != cfg.partitions
+            ]
             if not missing:
                 return sorted(wanted)
             if time.monotonic() > deadline:
-                raise DemoError(f"topics not in the metadata after {timeout:.0f} s: {', '.join(sorted(missing))}")
+                raise DemoError(
+                    f"topics not in the metadata after {timeout:.0f} s: {', '.join(sorted(missing))}"
+                )
             await asyncio.sleep(0.2)
     finally:
         await client.close()
@@ -760,7 +783,11 @@ async def _delete_topics(cfg: Settings) -> int:
     admin = AIOKafkaAdminClient(**cfg.kafka_kwargs())
     await admin.start()
     try:
-        mine = [t for t in await admin.list_topics() if t.startswith(cfg.topic_prefix) or t.startswith(cfg.app_id + "-")]
+        mine = [
+            t
+            for t in await admin.list_topics()
+            if t.startswith(cfg.topic_prefix) or t.startswith(cfg.app_id + "-")
+        ]
         if mine:
             await admin.delete_topics(mine)
         return len(mine)
@@ -768,7 +795,58 @@ async def _delete_topics(cfg: Settings) -> int:
         await admin.close()
 
 
-async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, start: date, work: Path) -> int:
+def start_workers(
+    cfg: Settings, bootstrap: str, ports: list[int], work: Path, policy_path: Path
+) -> list[WorkerProcess]:
+    """The demo's `duewatch worker` processes, one per web port."""
+    workers = []
+    for i, port in enumerate(ports):
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DUEWATCH_TOPIC_PREFIX": cfg.topic_prefix,
+            "DUEWATCH_APP_ID": cfg.app_id,
+            "DUEWATCH_PARTITIONS": str(cfg.partitions),
+            "DUEWATCH_TICKER_ENABLED": "false",
+            "DUEWATCH_MAX_TICK_AHEAD": "0",  # a simulated clock may run ahead of the wall clock
+            "DUEWATCH_STATE_DIR": str(work / f"state-w{i + 1}"),
+            "DUEWATCH_WEB_PORT": str(port),
+            "DUEWATCH_WEB_BIND": "127.0.0.1",
+            "DUEWATCH_WEB_HOST": "127.0.0.1",
+            "DUEWATCH_POLICY_FILE": str(policy_path),
+            "DUEWATCH_LOG_LEVEL": "info",
+        }
+        workers.append(
+            WorkerProcess(f"w{i + 1}", duewatch_command("worker"), env, work / f"worker-{i + 1}.log")
+        )
+    return workers
+
+
+async def shown(console: Any, view: LiveView, play: Any) -> bool:
+    """Run ``play`` under the live view (a terminal) or with a plain line every few seconds."""
+    if console.is_terminal:
+        from rich.live import Live as RichLive
+
+        with RichLive(get_renderable=view.render, console=console, refresh_per_second=4, transient=False):
+            return bool(await play())
+
+    async def plain() -> None:
+        while True:
+            await asyncio.sleep(PLAIN_EVERY)
+            print(view.plain(), flush=True)
+
+    printer = asyncio.create_task(plain())
+    try:
+        return bool(await play())
+    finally:
+        printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
+        print(view.plain(), flush=True)
+
+
+async def _run(
+    bootstrap: str, loans: int, days: int, speed: float, seed: int, start: date, work: Path
+) -> int:
     from rich.console import Console
 
     console = Console()
@@ -794,24 +872,11 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
     ok = False
     try:
         await create_demo_topics(cfg)
-        say(f"topics created with prefix {cfg.topic_prefix} ({cfg.partitions} partitions); policy {policy_path}")
+        say(
+            f"topics created with prefix {cfg.topic_prefix} ({cfg.partitions} partitions); policy {policy_path}"
+        )
         began = time.monotonic()
-        for i, port in enumerate(ports):
-            env = {
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "DUEWATCH_TOPIC_PREFIX": cfg.topic_prefix,
-                "DUEWATCH_APP_ID": cfg.app_id,
-                "DUEWATCH_PARTITIONS": str(cfg.partitions),
-                "DUEWATCH_TICKER_ENABLED": "false",
-                "DUEWATCH_MAX_TICK_AHEAD": "0",  # a simulated clock may run ahead of the wall clock
-                "DUEWATCH_STATE_DIR": str(work / f"state-w{i + 1}"),
-                "DUEWATCH_WEB_PORT": str(port),
-                "DUEWATCH_WEB_BIND": "127.0.0.1",
-                "DUEWATCH_WEB_HOST": "127.0.0.1",
-                "DUEWATCH_POLICY_FILE": str(policy_path),
-                "DUEWATCH_LOG_LEVEL": "info",
-            }
-            workers.append(WorkerProcess(f"w{i + 1}", duewatch_command("worker"), env, work / f"worker-{i + 1}.log"))
+        workers += start_workers(cfg, bootstrap, ports, work, policy_path)
         say(f"starting {len(workers)} workers (web ports {', '.join(map(str, ports))}; logs in {work}) ...")
         records = generate(loans, start, days, seed)
         replay_job = ReplayJob(loans, start, days, seed, policy_path, work)
@@ -840,27 +905,10 @@ async def _run(bootstrap: str, loans: int, days: int, speed: float, seed: int, s
                 await flow.stop()
             sim_seconds = time.monotonic() - sim_began
             final_tick_at = time.monotonic()
+            assert reader is not None
             return await wait_caught_up(cfg, outputs, view, reader)
 
-        if console.is_terminal:
-            from rich.live import Live as RichLive
-
-            with RichLive(get_renderable=view.render, console=console, refresh_per_second=4, transient=False):
-                caught_up = await play_and_settle()
-        else:
-            async def plain() -> None:
-                while True:
-                    await asyncio.sleep(PLAIN_EVERY)
-                    print(view.plain(), flush=True)
-
-            printer = asyncio.create_task(plain())
-            try:
-                caught_up = await play_and_settle()
-            finally:
-                printer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await printer
-            print(view.plain(), flush=True)
+        caught_up = await shown(console, view, play_and_settle)
         settled_after = time.monotonic() - final_tick_at
         stop_reading.set()
         await reader
@@ -933,17 +981,19 @@ async def wait_caught_up(cfg: Settings, outputs: Outputs, view: LiveView, reader
     await admin.start()
     await probe.start()
     try:
-        for logical in (names.SCHEDULES, names.REPAYMENTS, names.TICKS):
-            if not probe.partitions_for_topic(cfg.topic(logical)):
-                await probe._client.force_metadata_update()  # noqa: SLF001
+        inputs = await kafkaio.topic_partitions(
+            cfg, [cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.TICKS)]
+        )
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
         while time.monotonic() < deadline:
             if reader.done():
                 reader.result()  # raises what stopped the reader
                 raise DemoError("the output reader stopped")
-            lag = await group_lag(cfg, cfg.app_id, admin, probe)
+            lag = await group_lag(cfg, cfg.app_id, admin, probe, inputs)
             quiet = time.monotonic() - outputs.last_read
-            view.phase = f"final tick sent; waiting for the workers to catch up (lag {lag:,}, quiet {quiet:.0f} s)"
+            view.phase = (
+                f"final tick sent; waiting for the workers to catch up (lag {lag:,}, quiet {quiet:.0f} s)"
+            )
             if lag == 0 and quiet >= QUIET:
                 view.phase = "done"
                 return True
@@ -989,14 +1039,3 @@ def run_demo(loans: int = 10_000, days: int = 90, speed: float = 1.0, seed: int 
 
 
 __all__ = ["run_demo", "roll_rates", "BucketBook", "Outputs"]
-
-
-def _main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - `duewatch demo` is the entry point
-    from ..cli import main
-
-    return main(["demo", *(argv or sys.argv[1:])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_main())
-

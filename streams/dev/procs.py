@@ -1,7 +1,7 @@
 """A worker process started by duewatch itself (demo, benchmarks, tests): its log, its lifecycle.
 
 One place for what every caller needs: start a command in its own session with its output in a
-log file (and dying with its parent, see ``devkafka._set_pdeathsig``), wait until the log shows
+log file (and dying with its parent, see ``devkafka.set_pdeathsig``), wait until the log shows
 a line, stop it with SIGTERM then SIGKILL.
 """
 
@@ -38,7 +38,7 @@ class WorkerProcess:
         self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             list(command), cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=devkafka._set_pdeathsig,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=devkafka.set_pdeathsig,
         )  # fmt: skip
 
     @property

@@ -36,7 +36,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .broker import HOST, _cmdline, _locked, _pid_alive, _set_pdeathsig, _tail, java_bin, port_open
+from .broker import HOST, _cmdline, _locked, _pid_alive, _tail, java_bin, port_open, set_pdeathsig
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_DIR = ROOT / "deploy" / "registry"
@@ -96,7 +96,9 @@ def ensure_built() -> Path:
             return RUNNER
         mvn = os.environ.get("MVN") or shutil.which("mvn")
         if not mvn:
-            raise DevRegistryError("Maven (mvn) not found on PATH; it is needed once to build the schema registry")
+            raise DevRegistryError(
+                "Maven (mvn) not found on PATH; it is needed once to build the schema registry"
+            )
         log(f"building Apicurio Registry from Maven Central ({POM.relative_to(ROOT)}); "
             "the first build downloads ~200 MB ...")  # fmt: skip
         started = time.monotonic()
@@ -208,7 +210,7 @@ class Registry:
                 if st.port != self.port:
                     log(f"note: the registry of {self.run_dir} runs on port {st.port}, not {self.port}")
                     self.port = st.port
-                self._wait_ready(st.pid, timeout, started)
+                self.wait_ready(st.pid, timeout, started)
                 return time.monotonic() - started
             if port_open(self.port):
                 raise DevRegistryError(
@@ -228,18 +230,18 @@ class Registry:
                 self._proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     cwd=self.run_dir, start_new_session=True,
-                    preexec_fn=_set_pdeathsig if die_with_parent else None,
+                    preexec_fn=set_pdeathsig if die_with_parent else None,
                 )  # fmt: skip
             self.pid_file.write_text(f"{self._proc.pid}\n")
             self.port_file.write_text(f"{self.port}\n")
             try:
-                self._wait_ready(self._proc.pid, timeout, started)
+                self.wait_ready(self._proc.pid, timeout, started)
             except BaseException:
                 self._stop_pid(self._proc.pid, 10)
                 raise
         return time.monotonic() - started
 
-    def _wait_ready(self, pid: int | None, timeout: float, started: float) -> None:
+    def wait_ready(self, pid: int | None, timeout: float, started: float) -> None:
         deadline = started + timeout
         while True:
             if pid is not None and not self._alive(pid):
@@ -289,11 +291,15 @@ class Registry:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams.dev.registry", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.dev.registry", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["build", "up", "down", "status"])
     parser.add_argument("--run-dir", help="default $REGISTRY_RUN_DIR or deploy/registry/run")
     parser.add_argument("--port", type=int, help=f"default $REGISTRY_PORT or {DEFAULT_PORT}")
-    parser.add_argument("--timeout", type=float, help="up: readiness timeout (90 s); down: SIGKILL after (30 s)")
+    parser.add_argument(
+        "--timeout", type=float, help="up: readiness timeout (90 s); down: SIGKILL after (30 s)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "build":

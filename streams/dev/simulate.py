@@ -133,7 +133,11 @@ async def _play(
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
-        **cfg.kafka_kwargs(), linger_ms=5, acks="all", max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024
+        **cfg.kafka_kwargs(),
+        linger_ms=5,
+        acks="all",
+        max_batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
     )
     await producer.start()
     ticks_topic = cfg.topic(names.TICKS)
@@ -171,7 +175,9 @@ async def _play(
 
         def report(at: datetime, done: bool = False, history: bool = False) -> None:
             if on_progress is not None:
-                on_progress(Progress(at, state["sent"], len(records), state["ticks"], len(seen_loans), done, history))
+                on_progress(
+                    Progress(at, state["sent"], len(records), state["ticks"], len(seen_loans), done, history)
+                )
 
         # 1. the history, all at once, and the clock fast-forwarded across it to the start
         await send_until(begin - timedelta(microseconds=1))

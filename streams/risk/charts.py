@@ -109,7 +109,11 @@ def roll_chart(f: RiskFigures) -> go.Figure:
         colorbar={"title": "% of row"},
     ))  # fmt: skip
     pairs = max(0, len(f.month_ends) - 1)
-    span = f"<br><sub>month-ends {f.month_ends[0]:%Y-%m} to {f.month_ends[-1]:%Y-%m}: {pairs} pairs</sub>" if pairs else ""
+    span = (
+        f"<br><sub>month-ends {f.month_ends[0]:%Y-%m} to {f.month_ends[-1]:%Y-%m}: {pairs} pairs</sub>"
+        if pairs
+        else ""
+    )
     return _layout(
         fig, f"Monthly roll rates: bucket at a month-end → at the next{span}",
         xaxis={"title": "next month-end", "side": "bottom", "type": "category"},
@@ -212,7 +216,9 @@ def _dpd_extent(f: RiskFigures) -> float:
 
 
 def _amount_extent(f: RiskFigures) -> float:
-    return max((float(sum(major(a, c) for a in by.values())) for c, by in f.overdue_by_currency.items()), default=0)
+    return max(
+        (float(sum(major(a, c) for a in by.values())) for c, by in f.overdue_by_currency.items()), default=0
+    )
 
 
 CHARTS: tuple[Chart, ...] = (
@@ -285,13 +291,13 @@ def page(title: str, meta: str, body: str, chart_ids: Sequence[str]) -> str:
     every chart on the page was drawn.
     """
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<style>{_STYLE}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script>'
         f'</head><body data-charts="{html.escape(" ".join(chart_ids))}">'
-        f"<h1>{html.escape(title)}</h1><p class=\"meta\">{meta}</p>{body}</body></html>\n"
+        f'<h1>{html.escape(title)}</h1><p class="meta">{meta}</p>{body}</body></html>\n'
     )
 
 
@@ -301,15 +307,19 @@ def _meta(f: RiskFigures) -> str:
 
 
 def _notes() -> str:
-    return '<h2>How these figures are computed</h2><ul class="notes">' + "".join(
-        f"<li>{html.escape(n)}</li>" for n in NOTES
-    ) + "</ul>"
+    return (
+        '<h2>How these figures are computed</h2><ul class="notes">'
+        + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES)
+        + "</ul>"
+    )
 
 
 def report_page(f: RiskFigures, title: str = "duewatch — risk report") -> str:
     """The risk report (SPEC §7.4): every chart of one book, then the largest exposures."""
     ids = [f"chart-{c.key}" for c in CHARTS]
-    cards = "".join(f'<div class="card">{chart_html(c.draw(f), i)}</div>' for c, i in zip(CHARTS, ids, strict=True))
+    cards = "".join(
+        f'<div class="card">{chart_html(c.draw(f), i)}</div>' for c, i in zip(CHARTS, ids, strict=True)
+    )
     body = (f'<p class="headline">{html.escape(headline(f))}</p><div class="grid2">{cards}</div>'
             f"<h2>The 20 largest overdue exposures today</h2>{exposures_table(f)}{_notes()}")  # fmt: skip
     return page(title, _meta(f), body, ids)
@@ -330,7 +340,9 @@ def side_by_side_page(
         for side, f in (("baseline", baseline), ("scenario", scenario)):
             div_id = f"{side}-{c.key}"
             ids.append(div_id)
-            pair.append(f'<div class="card"><p class="side">{side}</p>{chart_html(c.draw(f, **kwargs), div_id)}</div>')
+            pair.append(
+                f'<div class="card"><p class="side">{side}</p>{chart_html(c.draw(f, **kwargs), div_id)}</div>'
+            )
         rows.append(f'<div class="grid2">{"".join(pair)}</div>')
     tables = "".join(
         f'<div class="card"><p class="side">{side}: the 20 largest overdue exposures</p>{exposures_table(f)}</div>'

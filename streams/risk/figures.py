@@ -316,7 +316,11 @@ def _roll_matrix(timelines, first_day: date, until_day: date, rtz: ZoneInfo, nam
         for before, after in zip(states, states[1:], strict=False):
             if before in names and after in columns:
                 counts[names.index(before)][columns.index(after)] += 1
-    return {"month_ends": tuple(ends), "roll_columns": columns, "roll_counts": tuple(tuple(r) for r in counts)}
+    return {
+        "month_ends": tuple(ends),
+        "roll_columns": columns,
+        "roll_counts": tuple(tuple(r) for r in counts),
+    }
 
 
 def _vintages(loans: Mapping[str, _Loan], until_day: date) -> tuple[Vintage, ...]:
@@ -364,4 +368,13 @@ def _today(loans: Mapping[str, _Loan], timelines, as_of: datetime, names) -> dic
     }
 
 
-__all__ = ["Exposure", "RiskFigures", "Vintage", "add_months", "compute", "disbursement_date", "month_end", "report_zone"]
+__all__ = [
+    "Exposure",
+    "RiskFigures",
+    "Vintage",
+    "add_months",
+    "compute",
+    "disbursement_date",
+    "month_end",
+    "report_zone",
+]

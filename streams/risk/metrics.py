@@ -28,7 +28,9 @@ NEGATIVE_PBOC = frozenset({"1", "2", "3", "4", "5", "6", "7", "B"})
 Metrics = dict[str, Any]
 
 
-def loans_ever(events: Iterable[Mapping[str, Any]], min_rank: int, buckets: BucketTable = DEFAULT_BUCKETS) -> set[str]:
+def loans_ever(
+    events: Iterable[Mapping[str, Any]], min_rank: int, buckets: BucketTable = DEFAULT_BUCKETS
+) -> set[str]:
     """Loans that were ever open in the ``min_rank``-th bucket or worse (M1 is rank 1).
 
     A loan is in a bucket "while open": the buckets its OVERDUE_OPENED and BUCKET_CHANGED
@@ -74,7 +76,9 @@ def book_metrics(
         "episodes": {
             "opened": types[OPENED],
             "cured": types[CURED],
-            "written_off": sum(1 for e in events if e["type"] == WRITTEN_OFF and e.get("first_delinquency_date")),
+            "written_off": sum(
+                1 for e in events if e["type"] == WRITTEN_OFF and e.get("first_delinquency_date")
+            ),
         },
         "loans_ever": {
             "M1+": len(loans_ever(events, 1, buckets)),
@@ -82,8 +86,10 @@ def book_metrics(
         },
         "penalty_accrued": dict(sorted(penalty.items())),
         "late_fees": dict(sorted(fees.items())),
-        "notifications": {kind: {d: counts[d] for d in sorted(set(DISPOSITIONS) | set(counts))}
-                          for kind, counts in sorted(notify.items())},  # fmt: skip
+        "notifications": {
+            kind: {d: counts[d] for d in sorted(set(DISPOSITIONS) | set(counts))}
+            for kind, counts in sorted(notify.items())
+        },  # fmt: skip
         "bureau_records": {
             "released": sum(bureau.values()),
             "negative_released": sum(n for status, n in bureau.items() if status in NEGATIVE_PBOC),
@@ -125,7 +131,7 @@ def difference(baseline: Metrics, scenario: Metrics) -> Metrics:
     return minus(a, b)
 
 
-def rows(metrics: Metrics, prefix: str = "") -> list[tuple[str, int]]:
+def rows(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, int]]:
     """The leaves as ``("notifications · COLLECTION · DROPPED", n)`` pairs, in order (for tables)."""
     out: list[tuple[str, int]] = []
     for key, value in metrics.items():

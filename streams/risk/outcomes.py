@@ -42,7 +42,11 @@ class LoanOutcome:
 
     def summary(self) -> dict[str, Any]:
         """The per-side fields of a changed loan in the what-if's JSON."""
-        return {"episodes_opened": self.episodes_opened, "worst_dpd": self.worst_dpd, "worst_bucket": self.worst_bucket}
+        return {
+            "episodes_opened": self.episodes_opened,
+            "worst_dpd": self.worst_dpd,
+            "worst_bucket": self.worst_bucket,
+        }
 
 
 def transitions_by_loan(events: Iterable[Mapping[str, Any]]) -> dict[str, Transitions]:
@@ -74,7 +78,11 @@ def worst_delinquency(state: LoanState, until: datetime, cfg: EngineConfig) -> t
     if first is None or first > until:
         return 0, cfg.buckets.of(0)
     candidates = [r - MICROSECOND for r in ledger.record_instants if first < r <= until]
-    ends = [r for r in ledger.record_instants if r <= until and (s := ledger.schedule_at(r)) and s.status != ACTIVE]
+    ends = [
+        r
+        for r in ledger.record_instants
+        if r <= until and (s := ledger.schedule_at(r)) and s.status != ACTIVE
+    ]
     stop = ends[0] if ends else until
     worst = 0
     for at in sorted({*(c for c in candidates if c < stop), stop}):
@@ -109,4 +117,11 @@ def changed_loans(baseline: Mapping[str, LoanOutcome], scenario: Mapping[str, Lo
     )  # fmt: skip
 
 
-__all__ = ["LoanOutcome", "TRANSITIONS", "changed_loans", "loan_outcomes", "transitions_by_loan", "worst_delinquency"]
+__all__ = [
+    "LoanOutcome",
+    "TRANSITIONS",
+    "changed_loans",
+    "loan_outcomes",
+    "transitions_by_loan",
+    "worst_delinquency",
+]

@@ -53,7 +53,9 @@ def overrides_from(texts: Iterable[str]) -> dict[str, int]:
     return out
 
 
-def apply_overrides(records: Iterable[Mapping[str, Any]], overrides: Mapping[str, int]) -> Iterator[Mapping[str, Any]]:
+def apply_overrides(
+    records: Iterable[Mapping[str, Any]], overrides: Mapping[str, int]
+) -> Iterator[Mapping[str, Any]]:
     """The replay input with ``overrides`` set on every ``loan.schedules`` value (others unchanged).
 
     Records are copied, never changed in place: the baseline runs on the very same list. A

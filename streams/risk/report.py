@@ -41,7 +41,9 @@ def schedules_of(records: Iterable[Mapping[str, Any]]) -> list[LoanSchedule]:
 
 
 def figures_from_records(
-    records: Sequence[Mapping[str, Any]], until: datetime | None = None, buckets: BucketTable = DEFAULT_BUCKETS
+    records: Sequence[Mapping[str, Any]],
+    until: datetime | None = None,
+    buckets: BucketTable = DEFAULT_BUCKETS,
 ) -> RiskFigures:
     """Replay ``records`` (the detector alone: the report needs no routed records) and compute the figures."""
     from ..replay import latest_event_time, replay
@@ -66,7 +68,11 @@ def figures_from_topics(
     kept = standing(events)
     if as_of is None:
         instants = [parse_instant(e["as_of"]) for e in kept]
-        instants += [parse_instant(s["effective_at"]) for s in schedules if isinstance(s, Mapping) and s.get("effective_at")]
+        instants += [
+            parse_instant(s["effective_at"])
+            for s in schedules
+            if isinstance(s, Mapping) and s.get("effective_at")
+        ]
         if not instants:
             raise ValueError("overdue.events and loan.schedules are empty: nothing to report")
         as_of = max(instants)

@@ -156,7 +156,9 @@ def run_whatif(
                       run_side(records, until, scenario, cfg, with_figures))  # fmt: skip
     # spawn, not fork: a fresh interpreter holds no locks or threads of the parent's.
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_side, records, until, side, cfg, with_figures) for side in (baseline, scenario)]
+        futures = [
+            pool.submit(run_side, records, until, side, cfg, with_figures) for side in (baseline, scenario)
+        ]
         base, scen = (f.result() for f in futures)
     return WhatIf(until, base, scen)
 
@@ -180,7 +182,9 @@ def tables(result: WhatIf) -> list[Any]:
     from rich.table import Table
 
     doc = result.to_json()
-    metrics = Table(title=f"What-if up to {result.until.isoformat()} (amounts in minor units)", title_justify="left")
+    metrics = Table(
+        title=f"What-if up to {result.until.isoformat()} (amounts in minor units)", title_justify="left"
+    )
     metrics.add_column("metric")
     for name in ("baseline", "scenario", "difference"):
         metrics.add_column(name, justify="right")
@@ -204,8 +208,8 @@ def summary_html(result: WhatIf, description: str) -> str:
     """The same tables as the terminal's, for the top of ``whatif --html``."""
     doc = result.to_json()
     body = "".join(
-        f"<tr><td>{html.escape(name)}</td><td class=\"num\">{b:,}</td><td class=\"num\">{s:,}</td>"
-        f"<td class=\"num{' changed' if d else ''}\">{html.escape(_signed(d))}</td></tr>"
+        f'<tr><td>{html.escape(name)}</td><td class="num">{b:,}</td><td class="num">{s:,}</td>'
+        f'<td class="num{" changed" if d else ""}">{html.escape(_signed(d))}</td></tr>'
         for name, b, s, d in metric_rows(result)
     )
     changed = doc["changed_loans"]
@@ -229,4 +233,14 @@ def summary_html(result: WhatIf, description: str) -> str:
     )
 
 
-__all__ = ["FIRST", "Side", "SideResult", "WhatIf", "final_charges", "run_side", "run_whatif", "summary_html", "tables"]
+__all__ = [
+    "FIRST",
+    "Side",
+    "SideResult",
+    "WhatIf",
+    "final_charges",
+    "run_side",
+    "run_whatif",
+    "summary_html",
+    "tables",
+]

@@ -48,7 +48,12 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     until = "2026-03-31T00:00:00+08:00"
     report, whatif = work / "report.html", work / "whatif.html"
     assert main(["report", "--input", str(book), "--until", until, "--out", str(report)]) == 0
-    assert main(["whatif", "--input", str(book), "--until", until, "--set", "grace_days=3", "--html", str(whatif)]) == 0
+    assert (
+        main(
+            ["whatif", "--input", str(book), "--until", until, "--set", "grace_days=3", "--html", str(whatif)]
+        )
+        == 0
+    )
     return {"risk-report": report, "whatif": whatif}
 
 
@@ -67,7 +72,9 @@ async def open_offline(browser: Chromium, path: Path, expected_charts: int) -> t
 
 
 @pytest.mark.parametrize(("name", "expected_charts"), [("risk-report", 6), ("whatif", 12)])
-async def test_the_page_renders_every_chart_offline_without_errors(pages, name: str, expected_charts: int) -> None:
+async def test_the_page_renders_every_chart_offline_without_errors(
+    pages, name: str, expected_charts: int
+) -> None:
     async with Chromium(chromium_path()) as browser:
         page, charts = await open_offline(browser, pages[name], expected_charts)
         try:

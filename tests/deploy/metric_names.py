@@ -1,10 +1,10 @@
 """The metrics a duewatch worker exposes at GET /metrics — the one list the deploy files are checked against.
 
-This mirrors streams/metrics.py. The Prometheus alert rules (deploy/prometheus/alerts.yml) and
+This mirrors streams/worker/metrics.py. The Prometheus alert rules (deploy/prometheus/alerts.yml) and
 the Grafana dashboard (deploy/grafana/dashboards/duewatch.json) may only use these names (plus
 Prometheus' own ``up``), so renaming a metric in the code without updating the deploy files, or
 the other way round, fails a test: tests/deploy/test_prometheus_rules.py compares the deploy files
-with this list, and a test on the Python side compares streams/metrics.py with it.
+with this list, and a test on the Python side compares streams/worker/metrics.py with it.
 
 Names are the exposition names: counters with their ``_total`` suffix, histograms by their base
 name (``<name>_bucket``, ``<name>_sum`` and ``<name>_count`` are implied by HISTOGRAMS).
@@ -12,7 +12,7 @@ name (``<name>_bucket``, ``<name>_sum`` and ``<name>_count`` are implied by HIST
 
 from __future__ import annotations
 
-#: Every duewatch metric, by exposition name. Mirrors streams/metrics.py.
+#: Every duewatch metric, by exposition name. Mirrors streams/worker/metrics.py.
 METRIC_NAMES: frozenset[str] = frozenset(
     {
         "duewatch_records_consumed_total",

@@ -24,10 +24,11 @@ import pytest
 from streams import settings as settings_module
 from streams.policy_loader import load_policy
 from streams.settings import Settings, from_env
+from tests.support.shared import REPO
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the deploy files (pip install pyyaml)")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 DEPLOY = ROOT / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -273,15 +274,23 @@ def test_compose_clients_use_tls_and_scram() -> None:
         env = service_env(svc)
         assert (tls_volume, secrets_dir) in {(s, t) for kind, s, t in mounts(svc) if kind == "volume"}, name
         assert secrets_dir == "/etc/kafka/secrets", "the apache/kafka image reads its TLS files there"
-        for key in ("KAFKA_SSL_KEYSTORE_FILENAME", "KAFKA_SSL_KEYSTORE_CREDENTIALS", "KAFKA_SSL_KEY_CREDENTIALS"):
-            assert f" {env[key]}" in script or f"> {env[key]}" in script, f"{name}: tls-init.sh does not write {env[key]}"
+        for key in (
+            "KAFKA_SSL_KEYSTORE_FILENAME",
+            "KAFKA_SSL_KEYSTORE_CREDENTIALS",
+            "KAFKA_SSL_KEY_CREDENTIALS",
+        ):
+            assert f" {env[key]}" in script or f"> {env[key]}" in script, (
+                f"{name}: tls-init.sh does not write {env[key]}"
+            )
         jaas = re.search(r"java\.security\.auth\.login\.config=(\S+)", env["KAFKA_OPTS"]).group(1)
         assert "ScramLoginModule" in host_path(svc, jaas).read_text()
         mechanisms = env["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
         protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
         advertised = listeners_of(env["KAFKA_ADVERTISED_LISTENERS"])
         # the image configures TLS and SASL only for listeners named like this
-        assert all(("SSL" in n and protocols[n].endswith("SSL")) or protocols[n] == "PLAINTEXT" for n in advertised)
+        assert all(
+            ("SSL" in n and protocols[n].endswith("SSL")) or protocols[n] == "PLAINTEXT" for n in advertised
+        )
         for dw_name, dw in duewatch_services().items():
             cfg = from_env(service_env(dw))
             assert (cfg.security_protocol, cfg.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512"), dw_name
@@ -294,7 +303,9 @@ def test_compose_clients_use_tls_and_scram() -> None:
     # every node is in every duewatch service's bootstrap list
     for dw_name, dw in duewatch_services().items():
         servers = from_env(service_env(dw)).bootstrap_servers.split(",")
-        assert {s.split(":")[0] for s in servers} == {svc.get("hostname", n) for n, svc in nodes.items()}, dw_name
+        assert {s.split(":")[0] for s in servers} == {svc.get("hostname", n) for n, svc in nodes.items()}, (
+            dw_name
+        )
     users = svcs["kafka-users"]
     command = " ".join(command_of(users))
     user = from_env(service_env(svcs["worker-1"])).sasl_username
@@ -358,7 +369,9 @@ def test_compose_start_order() -> None:
             assert {n for n in nodes if deps[n]["condition"] == "service_healthy"} == nodes, name
             assert deps["topics"]["condition"] == "service_completed_successfully", name
     assert svcs["topics"]["depends_on"]["kafka-users"]["condition"] == "service_completed_successfully"
-    assert {n for n, d in svcs["kafka-users"]["depends_on"].items() if d["condition"] == "service_healthy"} == nodes
+    assert {
+        n for n, d in svcs["kafka-users"]["depends_on"].items() if d["condition"] == "service_healthy"
+    } == nodes
     for node in nodes:
         assert svcs[node]["depends_on"]["kafka-tls"]["condition"] == "service_completed_successfully", node
 
@@ -492,7 +505,9 @@ def test_kustomization_lists_the_manifests() -> None:
     assert "secret.example.yaml" in examples
     manifests = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"} - examples
     assert set(resources) == manifests
-    assert not examples & set(resources), "examples (placeholder secrets, a Kafka cluster) must never be applied"
+    assert not examples & set(resources), (
+        "examples (placeholder secrets, a Kafka cluster) must never be applied"
+    )
     image = worker_container()["image"].rsplit(":", 1)[0]
     assert image in {i["name"] for i in kustomization.get("images") or []}
 
@@ -585,7 +600,9 @@ def test_k8s_kafka_client_uses_tls_scram_and_replication_3() -> None:
     [mount] = [m for m in worker_container()["volumeMounts"] if is_under(cfg.ssl_cafile, m["mountPath"])]
     secret_name = volumes[mount["name"]]["secret"]["secretName"]
     [tls_secret] = [s for s in k8s_objects("Secret") if s["metadata"]["name"] == secret_name]
-    assert PurePosixPath(cfg.ssl_cafile).name in tls_secret["stringData"], "the CA file is a key of the Secret"
+    assert PurePosixPath(cfg.ssl_cafile).name in tls_secret["stringData"], (
+        "the CA file is a key of the Secret"
+    )
 
     cluster = [d for d in k8s_docs()["kafka.example.yaml"]]
     [kafka] = [d for d in cluster if d["kind"] == "Kafka"]

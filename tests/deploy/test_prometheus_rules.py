@@ -5,7 +5,7 @@
   promtool comes from Debian's ``prometheus`` package (``make tools``); without it these tests
   skip, saying so.
 - Drift: every metric, label and label value that alerts.yml and the dashboard use is one the
-  worker exposes (tests/deploy/metric_names.py, which mirrors streams/metrics.py).
+  worker exposes (tests/deploy/metric_names.py, which mirrors streams/worker/metrics.py).
 - Shape: every alert has a firing and a non-firing unit test, a severity and its annotations;
   everything selects the scrape job "duewatch".
 """
@@ -32,10 +32,11 @@ from tests.deploy.metric_names import (
     base_name,
     series_names,
 )
+from tests.support.shared import REPO, missing
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the deploy files (pip install pyyaml)")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 PROM_DIR = ROOT / "deploy" / "prometheus"
 ALERTS = PROM_DIR / "alerts.yml"
 ALERTS_TEST = PROM_DIR / "alerts_test.yml"
@@ -59,7 +60,7 @@ def find_promtool() -> str | None:
 def promtool() -> str:
     path = find_promtool()
     if path is None:
-        pytest.skip(
+        missing(
             "promtool not found (not on PATH, not /usr/bin/promtool): the Prometheus rule and config "
             "checks did not run. Install it with `make tools` (as root; Debian package 'prometheus')."
         )
@@ -298,7 +299,7 @@ def test_deploy_files_use_only_known_metrics() -> None:
         assert metrics, f"{where}: found no metric in {expr!r}"
         if bad := metrics - known:
             unknown[where] = sorted(bad)
-    assert not unknown, f"metrics not in tests/deploy/metric_names.py (streams/metrics.py): {unknown}"
+    assert not unknown, f"metrics not in tests/deploy/metric_names.py (streams/worker/metrics.py): {unknown}"
 
 
 def test_deploy_files_use_only_known_labels_and_values() -> None:

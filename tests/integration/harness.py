@@ -12,8 +12,9 @@ import os
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import kafkaio
+from streams.contracts import codec
 from streams.contracts import topics as names
 from streams.dev import broker as devkafka
+from streams.dev.book import generate
+from streams.dev.compare import compare, standing
 from streams.dev.procs import WorkerProcess, duewatch_command
+from streams.replay import replay
 from streams.settings import from_env
+from tests.support.shared import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 
 
 class Worker(WorkerProcess):
@@ -80,7 +86,9 @@ class Reader:
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             physical = self.cluster.cfg.topic(self.topic)
-            consumer = AIOKafkaConsumer(**self.cluster.cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
+            consumer = AIOKafkaConsumer(
+                **self.cluster.cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None
+            )
             await consumer.start()
             tps = [TopicPartition(physical, p) for p in range(self.cluster.partitions)]
             consumer.assign(tps)
@@ -98,18 +106,29 @@ class Reader:
                 new += 1
         return new
 
-    async def until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 120.0) -> list[dict[str, Any]]:
-        """Read until ``done(records)`` or ``timeout`` (then return what there is)."""
+    async def until(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 120.0
+    ) -> list[dict[str, Any]]:
+        """Read until ``done(records)``; raises ``TimeoutError`` (saying what was read) after
+        ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while not done(self.records) and time.monotonic() < deadline:
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.topic}: the condition did not hold within {timeout:g} s "
+                                   f"({len(self.records)} records read)")  # fmt: skip
             await self.poll()
         return self.records
 
     async def settle(self, quiet: float = 3.0, timeout: float = 120.0) -> list[dict[str, Any]]:
-        """Read until nothing new arrives for ``quiet`` seconds."""
+        """Read until nothing new arrives for ``quiet`` seconds; raises ``TimeoutError`` when
+        records still arrive after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         last = time.monotonic()
-        while time.monotonic() - last < quiet and time.monotonic() < deadline:
+        while time.monotonic() - last < quiet:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.topic}: still receiving after {timeout:g} s ({len(self.records)} records)"
+                )
             if await self.poll():
                 last = time.monotonic()
         return self.records
@@ -123,7 +142,9 @@ class Reader:
 class DuewatchCluster:
     """Topics with a unique prefix, workers sharing one app id, and producer/reader helpers."""
 
-    def __init__(self, bootstrap: str, tmp_path: Path, partitions: int = 3, settle: float = 60.0, **env: str) -> None:
+    def __init__(
+        self, bootstrap: str, tmp_path: Path, partitions: int = 3, settle: float = 60.0, **env: str
+    ) -> None:
         self.tmp_path = tmp_path
         self.partitions = partitions
         self.prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -161,22 +182,32 @@ class DuewatchCluster:
         """Send replay-style lines ``{topic, key, value}``, each topic's lines in order."""
         by_topic: dict[str, list[Mapping[str, Any]]] = {}
         for line in lines:
-            by_topic.setdefault(str(line["topic"]), []).append({"key": line.get("key"), "value": line["value"]})
+            by_topic.setdefault(str(line["topic"]), []).append(
+                {"key": line.get("key"), "value": line["value"]}
+            )
         for topic, batch in by_topic.items():
             await kafkaio.produce(self.cfg, topic, batch, raw=raw)
 
     async def tick(self, at: datetime) -> None:
         await kafkaio.send_tick(self.cfg, at)
 
-    async def produce_raw(self, topic: str, records: Iterable[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
+    async def produce_raw(
+        self, topic: str, records: Iterable[tuple[bytes | None, bytes]], partition: int | None = None
+    ) -> None:
         """Send (key, value bytes) records as they are to logical ``topic`` (or a physical name)."""
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(**self.cfg.kafka_kwargs(), acks="all", max_request_size=2 * 1024 * 1024)
         await producer.start()
         try:
-            name = topic if topic.startswith(self.prefix) or topic.startswith(self.env["DUEWATCH_APP_ID"]) else self.cfg.topic(topic)
-            futures = [await producer.send(name, value, key=key, partition=partition) for key, value in records]
+            name = (
+                topic
+                if topic.startswith(self.prefix) or topic.startswith(self.env["DUEWATCH_APP_ID"])
+                else self.cfg.topic(topic)
+            )
+            futures = [
+                await producer.send(name, value, key=key, partition=partition) for key, value in records
+            ]
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -199,10 +230,64 @@ class DuewatchCluster:
         admin = AIOKafkaAdminClient(**self.cfg.kafka_kwargs())
         await admin.start()
         try:
-            mine = [t for t in await admin.list_topics() if t.startswith(self.prefix) or t.startswith(self.env["DUEWATCH_APP_ID"])]
+            mine = [
+                t
+                for t in await admin.list_topics()
+                if t.startswith(self.prefix) or t.startswith(self.env["DUEWATCH_APP_ID"])
+            ]
             if mine:
                 await admin.delete_topics(mine)
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
         finally:
             await admin.close()
+
+
+# --- what the stream tests compare ------------------------------------------------------------
+
+SETTLE = timedelta(seconds=60)  # the worker's settle delay in these tests
+
+
+def replayed(lines: list[dict[str, Any]], until: datetime) -> list[dict[str, Any]]:
+    outputs = replay(lines, until)
+    return standing([codec.to_json("OverdueEvent", o.value) for o in outputs if o.topic == "overdue.events"])
+
+
+def compared(
+    records: list[dict[str, Any]], expected: list[dict[str, Any]], until: datetime
+) -> tuple[Counter, Counter]:
+    """Stream vs replay on every deterministic field (streams.dev.compare; re-emissions carry new ids)."""
+    return compare([r["value"] for r in records], expected, until)
+
+
+def ticks_between(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
+    out, t = [], start
+    while t < end:
+        out.append(t)
+        t += every
+    return out
+
+
+async def run_until_equal(cluster: DuewatchCluster, expected: list, until: datetime, timeout: float = 420.0):
+    """Read overdue.events until the stream equals the replay (or time out); returns both sides."""
+    reader = cluster.readers[0] if cluster.readers else cluster.reader()
+
+    def equal(records: list[dict[str, Any]]) -> bool:
+        got, want = compared(records, expected, until)
+        return got == want
+
+    try:
+        records = await reader.until(equal, timeout=timeout)
+    except TimeoutError as exc:
+        got, want = compared(reader.records, expected, until)
+        raise AssertionError(f"{exc}: the stream misses {sum((want - got).values())} and has "
+                             f"{sum((got - want).values())} unexpected of {sum(want.values())} events") from None  # fmt: skip
+    return compared(records, expected, until)
+
+
+def book_lines(loans: int, days: int, seed: int) -> tuple[list[dict[str, Any]], datetime, datetime]:
+    records = generate(loans, date(2026, 3, 1), days, seed)
+    lines = [r.as_line() for r in records]
+    start = min(r.event_time for r in records)
+    until = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(days=days)
+    return lines, start, until

@@ -16,10 +16,11 @@ import pytest
 
 from streams.dev import broker as devkafka
 from tests.conftest import kafka_client_kwargs, run_sync
+from tests.support.shared import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 
 
 def _number(text: str) -> int:
@@ -74,7 +75,9 @@ def test_reduced_demo_runs_end_to_end_and_stream_equals_replay(kafka_bootstrap: 
         await admin.start()
         try:
             app_id = "duewatch-" + prefix.group(1).rstrip(".")
-            return [t for t in await admin.list_topics() if t.startswith(prefix.group(1)) or t.startswith(app_id)]
+            return [
+                t for t in await admin.list_topics() if t.startswith(prefix.group(1)) or t.startswith(app_id)
+            ]
         finally:
             await admin.close()
 

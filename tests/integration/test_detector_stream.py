@@ -11,73 +11,38 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from streams.contracts import codec
 from streams.core.dates import parse_instant
-from streams.dev.book import generate
-from streams.dev.compare import comparable, compare, standing
-from streams.replay import replay
-from tests.integration.harness import DuewatchCluster
+from streams.dev.compare import comparable, standing
+from tests.integration import harness
 from tests.support.kiva import load_loans, to_records
-from tests.support.shared import KIVA, example_dirs, need
+from tests.support.shared import EXAMPLES, KIVA, example_dirs, need
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SETTLE = timedelta(seconds=60)
+SETTLE = harness.SETTLE
+book_lines, replayed, run_until_equal, ticks_between = (
+    harness.book_lines,
+    harness.replayed,
+    harness.run_until_equal,
+    harness.ticks_between,
+)
+compared = harness.compared
 
 
 def _pick(event: dict[str, Any], fields: list[str]) -> tuple:
     """The fields an expected.jsonl lists, instants compared as instants."""
-    return tuple(parse_instant(event[f]).isoformat() if f == "as_of" else json.dumps(event.get(f)) for f in fields)
-
-
-def replayed(lines: list[dict[str, Any]], until: datetime) -> list[dict[str, Any]]:
-    outputs = replay(lines, until)
-    return standing([codec.to_json("OverdueEvent", o.value) for o in outputs if o.topic == "overdue.events"])
-
-
-def compared(records: list[dict[str, Any]], expected: list[dict[str, Any]], until: datetime) -> tuple[Counter, Counter]:
-    """Stream vs replay on every deterministic field (streams.dev.compare; re-emissions carry new ids)."""
-    return compare([r["value"] for r in records], expected, until)
-
-
-def ticks_between(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
-    out, t = [], start
-    while t < end:
-        out.append(t)
-        t += every
-    return out
-
-
-async def run_until_equal(cluster: DuewatchCluster, expected: list, until: datetime, timeout: float = 420.0):
-    """Read overdue.events until the stream equals the replay (or time out); returns both sides."""
-    reader = cluster.readers[0] if cluster.readers else cluster.reader()
-
-    def equal(records: list[dict[str, Any]]) -> bool:
-        got, want = compared(records, expected, until)
-        return got == want
-
-    records = await reader.until(equal, timeout=timeout)
-    return compared(records, expected, until)
-
-
-def book_lines(loans: int, days: int, seed: int) -> tuple[list[dict[str, Any]], datetime, datetime]:
-    records = generate(loans, date(2026, 3, 1), days, seed)
-    lines = [r.as_line() for r in records]
-    start = min(r.event_time for r in records)
-    until = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(days=days)
-    return lines, start, until
+    return tuple(
+        parse_instant(event[f]).isoformat() if f == "as_of" else json.dumps(event.get(f)) for f in fields
+    )
 
 
 async def test_worked_examples_through_the_stream(cluster) -> None:
     examples = example_dirs()
-    if not examples:
-        pytest.skip("../shared/examples not present")
     c = await cluster()
     lines, until_of, expected = [], {}, Counter()
     for example in examples:
@@ -89,7 +54,7 @@ async def test_worked_examples_through_the_stream(cluster) -> None:
         expected += Counter(comparable(v) for v in replayed(ex_lines, until))
     worker = c.start_worker()
     await c.produce(lines)
-    await worker.wait_for("wake-up index rebuilt")
+    await worker.ready()
     last = max(until_of.values())
     await c.tick(last + SETTLE + timedelta(seconds=1))
     reader = c.reader()
@@ -103,9 +68,15 @@ async def test_worked_examples_through_the_stream(cluster) -> None:
     # and each example's own expected.jsonl, on the fields it lists
     for example in examples:
         want = [json.loads(x) for x in (example / "expected.jsonl").read_text().splitlines() if x.strip()]
-        loans = {json.loads(x)["key"] for x in (example / "input.jsonl").read_text().splitlines() if x.strip()}
+        loans = {
+            json.loads(x)["key"] for x in (example / "input.jsonl").read_text().splitlines() if x.strip()
+        }
         until = parse_instant((example / "until").read_text().strip())
-        got = [v for v in standing([r["value"] for r in records]) if v["loan_id"] in loans and parse_instant(v["as_of"]) <= until]
+        got = [
+            v
+            for v in standing([r["value"] for r in records])
+            if v["loan_id"] in loans and parse_instant(v["as_of"]) <= until
+        ]
         fields = sorted({k for e in want for k in e})
         assert Counter(_pick(e, fields) for e in got) == Counter(_pick(e, fields) for e in want), example.name
 
@@ -117,7 +88,7 @@ async def test_generated_book_records_before_ticks(cluster) -> None:
     assert len(expected) > 500
     worker = c.start_worker()
     await c.produce(lines)
-    await worker.wait_for("wake-up index rebuilt")
+    await worker.ready()
     for t in ticks_between(start, until, timedelta(days=2)):
         await c.tick(t)
     await c.tick(until + SETTLE)
@@ -134,7 +105,7 @@ async def test_generated_book_with_ticks_running_ahead_of_repayments(cluster) ->
     expected = replayed(lines, until)
     worker = c.start_worker()
     await c.produce([x for x in lines if x["topic"] == "loan.schedules"])
-    await worker.wait_for("wake-up index rebuilt")
+    await worker.ready()
     ticks = ticks_between(start, until, timedelta(days=3))
     for t in ticks:
         await c.tick(t)  # the clock runs ahead: loans go overdue that have in fact paid
@@ -159,7 +130,7 @@ async def test_kiva_loans_through_the_stream(cluster) -> None:
     c = await cluster()
     worker = c.start_worker()
     await c.produce(lines)
-    await worker.wait_for("wake-up index rebuilt")
+    await worker.ready()
     for year in range(2006, 2015):
         await c.tick(datetime(year, 6, 30, tzinfo=UTC))
     await c.tick(until + SETTLE)
@@ -173,7 +144,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_repeats_keep_their_ids(clust
     c = await cluster()
     worker = c.start_worker("a")
     await c.produce(lines)
-    await worker.wait_for("wake-up index rebuilt")
+    await worker.ready()
     ticks = ticks_between(start, until, timedelta(days=1))
     reader = c.reader()
     for t in ticks[: len(ticks) // 2]:
@@ -184,7 +155,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_repeats_keep_their_ids(clust
         await c.tick(t)
     await c.tick(until + SETTLE)
     again = c.start_worker("a")  # same state dir, same group: recovers and resumes
-    await again.wait_for("wake-up index rebuilt")
+    await again.ready()
     got, want = await run_until_equal(c, expected, until)
     assert got == want
     records = reader.records
@@ -200,8 +171,8 @@ async def test_two_workers_share_the_book_and_survive_a_rebalance(cluster) -> No
     c = await cluster(partitions=6)
     a, b = c.start_worker("a"), c.start_worker("b")
     await c.produce(lines)
-    await a.wait_for("wake-up index rebuilt")
-    await b.wait_for("wake-up index rebuilt")
+    await a.ready()
+    await b.ready()
     ticks = ticks_between(start, until, timedelta(days=1))
     reader = c.reader()
     for t in ticks[: len(ticks) // 2]:
@@ -221,19 +192,33 @@ async def test_two_workers_share_the_book_and_survive_a_rebalance(cluster) -> No
 async def test_bad_records_go_to_the_dlq_and_the_stream_goes_on(cluster) -> None:
     c = await cluster()
     worker = c.start_worker()
-    sched = json.loads((need(Path(__file__).resolve().parents[3] / "shared/examples/02-late-then-cured/input.jsonl")).read_text().splitlines()[0])
+    sched = json.loads((need(EXAMPLES / "02-late-then-cured/input.jsonl")).read_text().splitlines()[0])
     good = dict(sched, key="LDLQ", value=dict(sched["value"], loan_id="LDLQ"))
-    pay = {"payment_id": "x1", "loan_id": "LDLQ", "amount": 105000, "currency": "CNY",
-           "paid_at": "2026-03-20T11:30:00+08:00", "channel": "app", "kind": "PAYMENT", "reverses": None}
+    pay = {
+        "payment_id": "x1",
+        "loan_id": "LDLQ",
+        "amount": 105000,
+        "currency": "CNY",
+        "paid_at": "2026-03-20T11:30:00+08:00",
+        "channel": "app",
+        "kind": "PAYMENT",
+        "reverses": None,
+    }
     await c.produce([good])
     await c.produce([{"topic": "loan.repayments", "key": "LDLQ", "value": "\x00\x01garbage"}], raw=True)
-    await c.produce([
-        {"topic": "loan.repayments", "key": "LDLQ", "value": dict(pay, payment_id="neg", amount=-5)},
-        {"topic": "loan.repayments", "key": "LDLQ", "value": dict(pay, payment_id="cur", currency="XYZ")},
-        {"topic": "loan.repayments", "key": "LDLQ", "value": dict(pay, payment_id="rev", kind="REVERSAL", reverses="nope")},
-        {"topic": "loan.repayments", "key": "LDLQ", "value": pay},
-    ])
-    await worker.wait_for("wake-up index rebuilt")
+    await c.produce(
+        [
+            {"topic": "loan.repayments", "key": "LDLQ", "value": dict(pay, payment_id="neg", amount=-5)},
+            {"topic": "loan.repayments", "key": "LDLQ", "value": dict(pay, payment_id="cur", currency="XYZ")},
+            {
+                "topic": "loan.repayments",
+                "key": "LDLQ",
+                "value": dict(pay, payment_id="rev", kind="REVERSAL", reverses="nope"),
+            },
+            {"topic": "loan.repayments", "key": "LDLQ", "value": pay},
+        ]
+    )
+    await worker.ready()
     await c.tick(parse_instant("2026-03-25T00:00:00+08:00"))
     dlq = await c.reader("duewatch.dlq").until(lambda rs: len(rs) >= 4, timeout=60)
     reasons = sorted(r["headers"]["reason"] for r in dlq)
@@ -242,6 +227,8 @@ async def test_bad_records_go_to_the_dlq_and_the_stream_goes_on(cluster) -> None
         assert r["key"] == "LDLQ" and r["headers"]["source_topic"] == "loan.repayments"
         assert r["headers"]["source_partition"].isdigit() and r["headers"]["source_offset"].isdigit()
         assert "value_b64" in r  # the original bytes, untouched
-    events = await c.reader().until(lambda rs: any(r["value"]["type"] == "OVERDUE_CURED" for r in rs), timeout=60)
+    events = await c.reader().until(
+        lambda rs: any(r["value"]["type"] == "OVERDUE_CURED" for r in rs), timeout=60
+    )
     assert [r["value"]["type"] for r in events][-2:] == ["OVERDUE_OPENED", "OVERDUE_CURED"]
     assert worker.running

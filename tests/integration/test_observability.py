@@ -10,8 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.harness import DuewatchCluster
-from tests.integration.test_detector_stream import SETTLE, book_lines, ticks_between
+from tests.integration.harness import SETTLE, DuewatchCluster, book_lines, ticks_between
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,8 +44,8 @@ async def test_metrics_move_and_routes_answer(kafka_bootstrap: str, tmp_path: Pa
     try:
         await cluster.create_topics()
         a, b = cluster.start_worker("a"), cluster.start_worker("b")
-        await a.wait_for("wake-up index rebuilt")
-        await b.wait_for("wake-up index rebuilt")
+        await a.ready()
+        await b.ready()
         async with aiohttp.ClientSession() as session:
             pa, pb = port_of(a), port_of(b)
             assert (await get(session, pa, "/health", auth=False))[0] == 200
@@ -61,11 +60,15 @@ async def test_metrics_move_and_routes_answer(kafka_bootstrap: str, tmp_path: Pa
             await cluster.reader().until(lambda rs: len(rs) > 300, timeout=120)
             await cluster.readers[0].settle(quiet=3.0)
             texts = [(await get(session, port, "/metrics"))[1] for port in (pa, pb)]
-            consumed = sum(sample(t, "duewatch_records_consumed_total", '{topic="loan.repayments"}') for t in texts)
+            consumed = sum(
+                sample(t, "duewatch_records_consumed_total", '{topic="loan.repayments"}') for t in texts
+            )
             events = sum(sample(t, "duewatch_overdue_events_total", '{type="DUE_SOON"}') for t in texts)
             lag_count = sum(sample(t, "duewatch_detection_lag_seconds_count") for t in texts)
             loans = sum(sample(t, "duewatch_loans_tracked") for t in texts)
-            routed = sum(sample(t, "duewatch_routed_records_total", '{sink="notify.requests"}') for t in texts)
+            routed = sum(
+                sample(t, "duewatch_routed_records_total", '{sink="notify.requests"}') for t in texts
+            )
             assert sample(before, "duewatch_records_consumed_total", '{topic="loan.repayments"}') == 0
             assert consumed == sum(1 for x in lines if x["topic"] == "loan.repayments")
             assert events > 0 and lag_count > 0 and routed > 0

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from streams.app import changelog_topics, internal_topics, partition_of
 from streams.contracts import codec
+from streams.contracts.partitioning import partition_of
 from streams.core import errors, statecodec
 from streams.core.config import EngineConfig
 from streams.core.loan import apply_schedule, new_loan, wake_at
 from streams.core.records import parse_schedule
-from streams.detector import stored
 from streams.dev.book import generate
 from streams.dev.compare import compare
 from streams.kafkaio import create_topics
 from streams.replay import replay
+from streams.worker.tables import changelog_topics, internal_topics, stored
 from tests.support import hostile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +30,9 @@ SETTLE = timedelta(seconds=60)
 
 
 def _events(lines: list[dict[str, Any]], until: datetime) -> list[dict[str, Any]]:
-    return [codec.to_json("OverdueEvent", o.value) for o in replay(lines, until) if o.topic == "overdue.events"]
+    return [
+        codec.to_json("OverdueEvent", o.value) for o in replay(lines, until) if o.topic == "overdue.events"
+    ]
 
 
 def _reasons(records: list[dict[str, Any]]) -> Counter:
@@ -41,7 +43,9 @@ def _equal(expected: list[dict[str, Any]], until: datetime, loan: str | None = N
     """A test for ``Reader.until``: the standing events read so far equal ``expected``."""
 
     def test(records: list[dict[str, Any]]) -> bool:
-        got, want = compare([r["value"] for r in records if loan is None or r["key"] == loan], expected, until)
+        got, want = compare(
+            [r["value"] for r in records if loan is None or r["key"] == loan], expected, until
+        )
         return got == want
 
     return test
@@ -61,7 +65,11 @@ async def test_poison_records_leave_the_good_loans_events_exact_and_the_worker_r
     until = datetime(2026, 5, 1, tzinfo=UTC)
     expected = _events(good, until)
     poison = [hostile.broken_schedule(i, f"POISON-{i}") for i in range(5)]
-    poison += [hostile.too_large("BIG"), hostile.overlong_amount("POISON-0", "long"), hostile.truncated("L3", 40)]
+    poison += [
+        hostile.too_large("BIG"),
+        hostile.overlong_amount("POISON-0", "long"),
+        hostile.truncated("L3", 40),
+    ]
     worker = c.start_worker()
     await c.produce(good)
     for bad in poison:
@@ -114,7 +122,10 @@ async def test_a_loan_set_aside_is_released_and_redriven_after_the_fix(cluster) 
     dlq = c.reader("duewatch.dlq")
     seen = await dlq.until(lambda rs: any(r["headers"].get("loan_id") == "LX" for r in rs), timeout=60)
     [failed] = [r for r in seen if r["headers"].get("loan_id") == "LX"]
-    assert failed["headers"]["reason"] == errors.INTERNAL_ERROR and failed["headers"]["source_topic"] == "clock.ticks"
+    assert (
+        failed["headers"]["reason"] == errors.INTERNAL_ERROR
+        and failed["headers"]["source_topic"] == "clock.ticks"
+    )
     await c.produce(payments)
     await c.tick(until + SETTLE)
     aside = await dlq.until(lambda rs: _reasons(rs)[errors.LOAN_SET_ASIDE] >= 2, timeout=60)
@@ -140,7 +151,10 @@ async def test_a_loan_set_aside_is_released_and_redriven_after_the_fix(cluster) 
     await worker.wait_for("was released")
     redriven = c.cli("dlq", "redrive", "--loan", "LX")
     assert redriven.returncode == 0, redriven.stderr
-    assert "1  redriven to clock.ticks" in redriven.stdout and "2  redriven to loan.repayments" in redriven.stdout
+    assert (
+        "1  redriven to clock.ticks" in redriven.stdout
+        and "2  redriven to loan.repayments" in redriven.stdout
+    )
     await asyncio.sleep(2)
     await c.tick(until + SETTLE + timedelta(seconds=1))
     lx = _events([{"topic": "loan.schedules", "key": "LX", "value": schedule}, *payments], until)
@@ -151,7 +165,9 @@ async def test_a_loan_set_aside_is_released_and_redriven_after_the_fix(cluster) 
     assert await worker.metric("duewatch_loans_released_total") == 1
     assert await _metric(worker, "duewatch_loans_aside", 0) == 0
     # Nothing of LX went to the DLQ again.
-    assert _reasons(await dlq.settle(quiet=2)) == Counter({errors.INTERNAL_ERROR: 1, errors.LOAN_SET_ASIDE: 2})
+    assert _reasons(await dlq.settle(quiet=2)) == Counter(
+        {errors.INTERNAL_ERROR: 1, errors.LOAN_SET_ASIDE: 2}
+    )
 
 
 async def test_no_id_or_value_reaches_the_log_even_at_debug(cluster) -> None:

@@ -14,7 +14,7 @@ from streams.contracts import codec, framing
 from streams.contracts.registry import RegistryDecoder, RegistryUnavailable, SchemaRegistry
 from streams.dev import broker as devkafka
 from streams.dev import registry as devregistry
-from tests.conftest import missing_tool
+from tests.support.shared import missing
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ async def test_the_registry_starts_restarts_with_its_schemas_and_stops(tmp_path:
     try:
         devkafka.java_bin()
     except devkafka.DevKafkaError as exc:
-        missing_tool(str(exc))
+        missing(str(exc))
     [port] = devkafka.free_ports(1)
     registry = devregistry.Registry(tmp_path, port)
     assert devregistry.built()  # make test builds it first; a fresh machine does so in make

@@ -2,7 +2,7 @@
 
 Three combined broker+controller nodes (streams.dev.broker.Cluster: a quorum of 3, every topic
 replicated 3 times, ``min.insync.replicas`` 2). The worker writes with acks=all and idempotence
-(streams.producer), so an acknowledged record is on 2 replicas at least. The node that
+(streams.worker.faust_internals.IdempotentProducer), so an acknowledged record is on 2 replicas at least. The node that
 coordinates the worker's consumer group is killed while ticks are flowing and restarted after
 the rest of the clock was sent; the standing overdue events must equal replay's.
 """
@@ -21,9 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.contracts import topics as names
 from streams.dev import broker as devkafka
 from streams.dev.compare import comparable
-from tests.integration.harness import DuewatchCluster
-from tests.integration.test_detector_stream import (
+from tests.integration.harness import (
     SETTLE,
+    DuewatchCluster,
     book_lines,
     replayed,
     run_until_equal,
@@ -72,7 +72,9 @@ async def fully_replicated(c: DuewatchCluster, topics: list[str], timeout: float
     return False
 
 
-async def test_a_broker_killed_mid_run_loses_no_overdue_event(three_nodes: devkafka.Cluster, tmp_path: Path) -> None:
+async def test_a_broker_killed_mid_run_loses_no_overdue_event(
+    three_nodes: devkafka.Cluster, tmp_path: Path
+) -> None:
     lines, start, until = book_lines(200, 60, seed=31)
     expected = replayed(lines, until)
     c = DuewatchCluster(three_nodes.bootstrap, tmp_path, partitions=3, DUEWATCH_REPLICATION="3")
@@ -80,10 +82,12 @@ async def test_a_broker_killed_mid_run_loses_no_overdue_event(three_nodes: devka
         await c.create_topics()
         worker = c.start_worker()
         await c.produce(lines)
-        await worker.wait_for("wake-up index rebuilt", timeout=120)
+        await worker.ready(timeout=120)
         # the topics duewatch and Faust created are replicated to all three nodes
         changelog = f"{c.env['DUEWATCH_APP_ID']}-loans-changelog"
-        described = await partitions_of(c, [c.cfg.topic(names.OVERDUE), c.cfg.topic(names.SCHEDULES), changelog])
+        described = await partitions_of(
+            c, [c.cfg.topic(names.OVERDUE), c.cfg.topic(names.SCHEDULES), changelog]
+        )
         assert all(len(p["replicas"]) == 3 for parts in described.values() for p in parts), described
 
         ticks = ticks_between(start, until, timedelta(days=1))
@@ -104,6 +108,8 @@ async def test_a_broker_killed_mid_run_loses_no_overdue_event(three_nodes: devka
         for r in reader.records:
             contents.setdefault(r["value"]["event_id"], set()).add(comparable(r["value"]))
         assert all(len(v) == 1 for v in contents.values()), "a repeated event_id must carry the same event"
-        assert await fully_replicated(c, [c.cfg.topic(names.OVERDUE), changelog]), "the restarted node caught up"
+        assert await fully_replicated(c, [c.cfg.topic(names.OVERDUE), changelog]), (
+            "the restarted node caught up"
+        )
     finally:
         await c.close()

@@ -50,7 +50,9 @@ def test_the_report_from_the_topics_is_the_report_of_the_standing_events(
     async def put() -> None:
         await kafkaio.create_topics(cfg, topics=(names.OVERDUE, names.SCHEDULES))
         await kafkaio.produce(cfg, names.OVERDUE, [{"key": e["loan_id"], "value": e} for e in on_topic])
-        await kafkaio.produce(cfg, names.SCHEDULES, [{"key": s["key"], "value": s["value"]} for s in schedules])
+        await kafkaio.produce(
+            cfg, names.SCHEDULES, [{"key": s["key"], "value": s["value"]} for s in schedules]
+        )
 
     asyncio.run(put())
     out = tmp_path / "from-topic.html"
@@ -62,7 +64,9 @@ def test_the_report_from_the_topics_is_the_report_of_the_standing_events(
     assert out.read_bytes() == expected.read_bytes()
 
 
-def test_a_missing_topic_is_named_with_what_to_do(kafka_bootstrap: str, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_missing_topic_is_named_with_what_to_do(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("DUEWATCH_TOPIC_PREFIX", f"absent-{uuid.uuid4().hex[:8]}.")
     assert main(["report", "--from-topic", "--out", str(tmp_path / "r.html")]) == 1

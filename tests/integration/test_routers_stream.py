@@ -13,8 +13,7 @@ import pytest
 from streams.contracts import codec
 from streams.policy_loader import load_policy
 from streams.replay import replay
-from tests.integration.harness import DuewatchCluster
-from tests.integration.test_detector_stream import SETTLE, book_lines, ticks_between
+from tests.integration.harness import SETTLE, DuewatchCluster, book_lines, ticks_between
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,7 +37,9 @@ digest_time = "07:00"
 def normal(topic: str, value: dict[str, Any]) -> str:
     """A routed record in JSON form with every instant in UTC, for comparison."""
     record_type = codec.TOPIC_RECORD[topic]
-    return json.dumps(codec.to_json(record_type, codec.from_json(record_type, value), tz="UTC"), sort_keys=True)
+    return json.dumps(
+        codec.to_json(record_type, codec.from_json(record_type, value), tz="UTC"), sort_keys=True
+    )
 
 
 async def test_routed_topics_equal_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -46,16 +47,21 @@ async def test_routed_topics_equal_replay(kafka_bootstrap: str, tmp_path: Path) 
     policy_file.write_text(POLICY)
     lines, start, until = book_lines(250, 60, seed=21)
     outputs = replay(lines, until, policy=load_policy(str(policy_file)))
-    expected = {t: Counter(normal(t, codec.to_json(codec.TOPIC_RECORD[t], o.value)) for o in outputs if o.topic == t) for t in ROUTED}
+    expected = {
+        t: Counter(normal(t, codec.to_json(codec.TOPIC_RECORD[t], o.value)) for o in outputs if o.topic == t)
+        for t in ROUTED
+    }
     assert all(expected[t] for t in ROUTED), {t: sum(c.values()) for t, c in expected.items()}
 
     (tmp_path / "c").mkdir()
-    cluster = DuewatchCluster(kafka_bootstrap, tmp_path / "c", partitions=3, DUEWATCH_POLICY_FILE=str(policy_file))
+    cluster = DuewatchCluster(
+        kafka_bootstrap, tmp_path / "c", partitions=3, DUEWATCH_POLICY_FILE=str(policy_file)
+    )
     try:
         await cluster.create_topics()
         worker = cluster.start_worker()
         await cluster.produce(lines)
-        await worker.wait_for("wake-up index rebuilt")
+        await worker.ready()
         for t in ticks_between(start, until, timedelta(days=2)):
             await cluster.tick(t)
         await cluster.tick(until + SETTLE)

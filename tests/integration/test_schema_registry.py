@@ -8,7 +8,6 @@ import copy
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -33,10 +32,11 @@ from streams.contracts.registry import (
 from streams.core import errors
 from streams.dev import broker as devkafka
 from tests.conftest import unique_name
-from tests.unit.test_schemas import SAMPLES
+from tests.support.samples import SAMPLES
+from tests.support.shared import REPO
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 INPUTS = {names.SCHEDULES: "LoanSchedule", names.REPAYMENTS: "Repayment", names.DISPUTES: "Dispute",
           names.TICKS: "Tick"}  # fmt: skip
 
@@ -95,7 +95,9 @@ async def test_register_every_topic_then_fetch_by_id(registry: SchemaRegistry, p
             assert (await resp.json())["compatibilityLevel"] == "BACKWARD"
 
 
-async def test_an_incompatible_change_is_rejected_at_registration(registry: SchemaRegistry, prefix: str) -> None:
+async def test_an_incompatible_change_is_rejected_at_registration(
+    registry: SchemaRegistry, prefix: str
+) -> None:
     subject = subject_of(prefix + names.REPAYMENTS)
     await register_topic_schemas(registry, prefix, [names.REPAYMENTS])
     changed = _raw("Repayment")
@@ -128,7 +130,9 @@ async def test_the_registry_accepts_every_release_then_the_current_schemas(
 # --------------------------------------------------------------------------- outputs
 
 
-@pytest.mark.parametrize("topic", [names.OVERDUE, names.NOTIFY, names.BUREAU, names.PARTNER, names.COLLECTIONS])
+@pytest.mark.parametrize(
+    "topic", [names.OVERDUE, names.NOTIFY, names.BUREAU, names.PARTNER, names.COLLECTIONS]
+)
 async def test_our_outputs_are_read_by_confluents_deserializer(
     registry: SchemaRegistry, confluent, prefix: str, topic: str
 ) -> None:
@@ -306,7 +310,9 @@ async def auth_proxy(schema_registry: str) -> AsyncIterator[str]:
                 params=request.query, data=await request.read(),
                 headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
             ) as resp:  # fmt: skip
-                return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
+                return web.Response(
+                    body=await resp.read(), status=resp.status, content_type="application/json"
+                )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", forward)
@@ -343,12 +349,16 @@ async def test_basic_auth_from_the_settings(auth_proxy: str, prefix: str) -> Non
 
 
 def test_topics_create_registers_the_schemas(
-    kafka_bootstrap: str, schema_registry: str, prefix: str, new_topic, capsys: pytest.CaptureFixture[str],
+    kafka_bootstrap: str,
+    schema_registry: str,
+    prefix: str,
+    new_topic,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from streams.app import changelog_topics, internal_topics
     from streams.cli import main
     from streams.settings import from_env
+    from streams.worker.tables import changelog_topics, internal_topics
 
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DUEWATCH_TOPIC_PREFIX": prefix,
            "DUEWATCH_PARTITIONS": "1", "DUEWATCH_APP_ID": prefix + "app",
@@ -367,9 +377,9 @@ def test_topics_create_registers_the_schemas(
 def test_topics_create_fails_like_a_tool_when_the_registry_is_down(
     kafka_bootstrap: str, prefix: str, new_topic, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    from streams.app import changelog_topics, internal_topics
     from streams.cli import main
     from streams.settings import from_env
+    from streams.worker.tables import changelog_topics, internal_topics
 
     [port] = devkafka.free_ports(1)
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DUEWATCH_TOPIC_PREFIX": prefix,
@@ -387,6 +397,10 @@ def test_topics_create_fails_like_a_tool_when_the_registry_is_down(
 
 @pytest.fixture(autouse=True)
 def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in ("DUEWATCH_SCHEMA_REGISTRY_URL", "DUEWATCH_SCHEMA_REGISTRY_USER", "DUEWATCH_SCHEMA_REGISTRY_PASSWORD"):
+    for key in (
+        "DUEWATCH_SCHEMA_REGISTRY_URL",
+        "DUEWATCH_SCHEMA_REGISTRY_USER",
+        "DUEWATCH_SCHEMA_REGISTRY_PASSWORD",
+    ):
         monkeypatch.delenv(key, raising=False)
     yield

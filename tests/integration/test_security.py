@@ -21,9 +21,9 @@ import pytest
 
 from streams.dev.broker import SecuredBroker
 from streams.dev.procs import duewatch_command
-from tests.integration.harness import DuewatchCluster
-from tests.integration.test_detector_stream import (
+from tests.integration.harness import (
     SETTLE,
+    DuewatchCluster,
     book_lines,
     replayed,
     run_until_equal,
@@ -83,7 +83,10 @@ def test_every_kafka_command_works_over_the_secured_listener(secured_kafka: Secu
     assert "sent to 2 partitions" in ticked.stderr
     got = [json.loads(x) for x in consumed.stdout.splitlines()]
     assert sorted(r["key"] for r in got) == sorted(x["key"] for x in schedules)
-    assert [datetime.fromisoformat(json.loads(x)["value"]["as_of"]) for x in ticks.stdout.splitlines()] == [at, at]
+    assert [datetime.fromisoformat(json.loads(x)["value"]["as_of"]) for x in ticks.stdout.splitlines()] == [
+        at,
+        at,
+    ]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -98,7 +101,7 @@ async def test_a_worker_processes_a_book_over_the_secured_listener(secured_kafka
         await cluster.create_topics()
         worker = cluster.start_worker()
         await cluster.produce(lines)
-        await worker.wait_for("wake-up index rebuilt", timeout=120)
+        await worker.ready(timeout=120)
         for t in ticks_between(start, until, timedelta(days=3)):
             await cluster.tick(t)
         await cluster.tick(until + SETTLE)

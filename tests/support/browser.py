@@ -16,7 +16,6 @@ import base64
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
+
+from tests.support.shared import missing
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -47,10 +47,7 @@ def chromium_path() -> str:
     """Chromium's executable; skips the test without it, and fails under CI (the set-up must install it)."""
     found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
     if found is None:
-        message = "chromium not found: `make tools` installs Debian's chromium (as root, with apt-get)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " — under CI a missing browser is a failure, not a skip")
-        pytest.skip(message)
+        missing("chromium not found: `make tools` installs Debian's chromium (as root, with apt-get)")
     return found
 
 
@@ -116,10 +113,16 @@ class PageSession:
         for e in self.events:
             p = e.get("params", {})
             if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
+                out.append(
+                    "console: "
+                    + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
+                )
             elif e["method"] == "Runtime.exceptionThrown":
                 details = p.get("exceptionDetails", {})
-                out.append("exception: " + str(details.get("exception", {}).get("description") or details.get("text")))
+                out.append(
+                    "exception: "
+                    + str(details.get("exception", {}).get("description") or details.get("text"))
+                )
             elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 entry = p["entry"]
                 out.append(f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".strip())
@@ -127,14 +130,18 @@ class PageSession:
 
     def requests(self) -> list[str]:
         """Every URL the page asked for."""
-        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
+        return [
+            e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
+        ]
 
     async def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page (beyond the viewport) at ``path``."""
         metrics = await self.send("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = await self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+        shot = await self.send(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
@@ -170,9 +177,13 @@ class Chromium:
         deadline = loop.time() + self.startup_timeout
         while not (port_file.exists() and port_file.read_text().strip()):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"chromium exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-2000:]}"
+                )
             if loop.time() > deadline:
-                raise TimeoutError(f"chromium did not open its DevTools port within {self.startup_timeout:g} s")
+                raise TimeoutError(
+                    f"chromium did not open its DevTools port within {self.startup_timeout:g} s"
+                )
             await asyncio.sleep(0.1)
         self.port = int(port_file.read_text().split()[0])
         self.http = aiohttp.ClientSession()

@@ -39,7 +39,9 @@ def schedule_dict(
         d, principal, *rest = due
         interest = rest[0] if len(rest) > 0 else 0
         fee = rest[1] if len(rest) > 1 else 0
-        installments.append({"seq": seq, "due_date": d, "principal": principal, "interest": interest, "fee": fee})
+        installments.append(
+            {"seq": seq, "due_date": d, "principal": principal, "interest": interest, "fee": fee}
+        )
     value = {
         "loan_id": loan_id,
         "borrower_id": "B-" + loan_id,
@@ -68,8 +70,14 @@ def schedule(*args: Any, **kwargs: Any) -> LoanSchedule:
 
 
 def payment_dict(
-    payment_id: str, amount: int, paid_at: datetime | str, loan_id: str = "L1", *, kind: str = "PAYMENT",
-    reverses: str | None = None, currency: str = "CNY",
+    payment_id: str,
+    amount: int,
+    paid_at: datetime | str,
+    loan_id: str = "L1",
+    *,
+    kind: str = "PAYMENT",
+    reverses: str | None = None,
+    currency: str = "CNY",
 ) -> dict[str, Any]:
     """A Repayment in JSON form."""
     if isinstance(paid_at, str):

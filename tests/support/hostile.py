@@ -182,7 +182,9 @@ def bad_records(draw, good_loans: list[str]) -> list[Bad]:
         elif kind == "repayment":
             bad = broken_repayment(draw(st.integers(0, len(REPAYMENT_BREAKS) - 1)), target, f"bad-{k}")
         elif kind == "large":
-            bad = too_large(f"BAD-{k}", draw(st.integers(bounds.MAX_RECORD_BYTES + 1, 2 * bounds.MAX_RECORD_BYTES)))
+            bad = too_large(
+                f"BAD-{k}", draw(st.integers(bounds.MAX_RECORD_BYTES + 1, 2 * bounds.MAX_RECORD_BYTES))
+            )
         elif kind == "overlong":
             bad = overlong_amount(target, f"long-{k}")
         elif kind == "truncated":
@@ -200,7 +202,9 @@ def at_bounds(loan_id: str) -> dict[str, Any]:
     value["grace_days"] = bounds.MAX_GRACE_DAYS
     value["penalty_rate_bps"] = bounds.MAX_PENALTY_RATE_BPS
     value["installments"][0].update(principal=bounds.MAX_AMOUNT // 2, interest=0, fee=0)
-    value["installments"][1].update(due_date="2199-12-31", principal=bounds.MAX_AMOUNT // 2, interest=0, fee=0)
+    value["installments"][1].update(
+        due_date="2199-12-31", principal=bounds.MAX_AMOUNT // 2, interest=0, fee=0
+    )
     value["late_fee"] = bounds.MAX_AMOUNT // 2
     value["partners"] = [f"{k:02d}" + "p" * 62 for k in range(bounds.MAX_PARTNERS)]
     return value

@@ -25,7 +25,11 @@ def load_loans(kiva_dir: Path) -> list[dict[str, Any]]:
         data = json.loads(page.read_text(encoding="utf-8"), parse_float=Decimal)
         for loan in data["loans"]:
             terms = loan.get("terms") or {}
-            if loan.get("payments") and terms.get("scheduled_payments") and loan.get("status") in ("paid", "defaulted"):
+            if (
+                loan.get("payments")
+                and terms.get("scheduled_payments")
+                and loan.get("status") in ("paid", "defaulted")
+            ):
                 loans.append(loan)
     return loans
 
@@ -35,7 +39,13 @@ def to_records(loan: dict[str, Any]) -> list[dict[str, Any]]:
     loan_id = f"kiva-{loan['id']}"
     terms = loan["terms"]
     installments = [
-        {"seq": seq, "due_date": p["due_date"][:10], "principal": _cents(p["amount"]), "interest": 0, "fee": 0}
+        {
+            "seq": seq,
+            "due_date": p["due_date"][:10],
+            "principal": _cents(p["amount"]),
+            "interest": 0,
+            "fee": 0,
+        }
         for seq, p in enumerate(sorted(terms["scheduled_payments"], key=lambda p: p["due_date"]), 1)
     ]
     first_payment = min(p["processed_date"] for p in loan["payments"])

@@ -1,4 +1,6 @@
-"""Where the shared reference material lives, and how tests skip cleanly without it."""
+"""Where the shared reference material lives, and what a test does when something it needs is
+missing: skip on a developer's machine, fail under CI (``CI=true``), where the project's own
+set-up (`make test`) must have provided it."""
 
 from __future__ import annotations
 
@@ -13,15 +15,21 @@ EXAMPLES = SHARED / "examples"
 KIVA = SHARED / "data" / "kiva"
 
 
+def missing(what: str) -> None:
+    """Skip the calling test for ``what`` this machine lacks; under CI=true fail instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} (CI=true: the project's set-up must provide it)", pytrace=False)
+    pytest.skip(what)
+
+
 def need(path: Path) -> Path:
-    """Skip the calling test when ``path`` (part of ../shared) is absent."""
+    """``path`` (part of ../shared), or the calling test skips (fails under CI) without it."""
     if not path.exists():
-        pytest.skip(f"{path} not present (../shared is not checked out here)")
+        missing(f"{path} not present (../shared is not beside the checkout)")
     return path
 
 
 def example_dirs() -> list[Path]:
-    """The worked examples, or an empty list when ../shared is absent."""
-    if not EXAMPLES.exists():
-        return []
+    """The worked examples; the calling test skips (fails under CI) without them."""
+    need(EXAMPLES)
     return sorted(p for p in EXAMPLES.iterdir() if (p / "expected.jsonl").exists())

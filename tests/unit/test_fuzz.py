@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.aside import Source
 from streams.contracts import codec
 from streams.core import errors, statecodec
 from streams.core.config import EngineConfig
-from streams.detector import Detector
 from streams.dev.book import generate
 from streams.replay import replay
+from streams.worker.detector import Detector
+from streams.worker.effects import Source
 from tests.support import hostile
 from tests.support.hostile import Bad
 
@@ -62,7 +62,9 @@ def _reasons(outputs) -> Counter:
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
-def test_replay_of_a_book_with_hostile_records_gives_the_good_loans_events_and_dead_letters_the_rest(data) -> None:
+def test_replay_of_a_book_with_hostile_records_gives_the_good_loans_events_and_dead_letters_the_rest(
+    data,
+) -> None:
     seed = data.draw(st.integers(0, 3), label="book")
     good = good_book(seed)
     bad = [b for b in data.draw(hostile.bad_records(_loans(good)), label="bad") if b.raw is None]
@@ -77,19 +79,25 @@ class Table(dict):
     """What the agent would have written: the loans' stored bytes."""
 
     def write(self, effects) -> None:
-        for loan_id, state in effects.writes.items():
-            self[loan_id] = statecodec.dumps(state)
+        for (table, loan_id), value in effects.writes.items():
+            if table == "loans":
+                self[loan_id] = statecodec.dumps(value[0])
+
+    def load(self, partition: int, loan_id: str) -> bytes | None:
+        return self.get(loan_id)
 
 
 def _through_the_shell(items: list) -> tuple[list[dict], Counter]:
     """Records as Kafka bytes through the detector's shell, one tick at the end: the standing
     events (JSON form) and the DLQ reasons."""
     table = Table()
-    detector = Detector(EngineConfig(settle=timedelta(0)), table.get)
+    detector = Detector(EngineConfig(settle=timedelta(0)), table.load)
     events, reasons = [], Counter()
     for offset, item in enumerate(items):
         if isinstance(item, Bad):
-            source = Source(item.topic, 0, offset, None if item.key is None else item.key.encode(), item.as_bytes())
+            source = Source(
+                item.topic, 0, offset, None if item.key is None else item.key.encode(), item.as_bytes()
+            )
         else:
             record_type = codec.TOPIC_RECORD[item["topic"]]
             value = codec.encode(record_type, codec.from_json(record_type, item["value"]))
@@ -113,7 +121,9 @@ def test_the_shell_takes_hostile_bytes_and_the_good_loans_report_what_replay_say
     bad = data.draw(hostile.bad_records(_loans(good)), label="bad")
     mixed = _mixed(sorted(good, key=_event_time), bad, data.draw(st.integers(0, 10**6), label="places"))
     events, reasons = _through_the_shell(mixed)
-    expected = [codec.to_json("OverdueEvent", o.value) for o in replay(good, UNTIL) if o.topic == "overdue.events"]
+    expected = [
+        codec.to_json("OverdueEvent", o.value) for o in replay(good, UNTIL) if o.topic == "overdue.events"
+    ]
     assert sorted(e["event_id"] for e in events) == sorted(e["event_id"] for e in expected)
     good_reasons = _through_the_shell(sorted(good, key=_event_time))[1]
     assert reasons - good_reasons == Counter(b.reason for b in bad)

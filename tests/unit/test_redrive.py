@@ -17,7 +17,9 @@ NOW = datetime(2026, 12, 7, tzinfo=UTC)
 def dead(key: bytes | None, source: str, reason: str = "LOAN_SET_ASIDE", **extra: str) -> DeadLetter:
     headers = [("traceparent", b"00-abc-def-01"), ("reason", reason.encode()), ("detail", b"d"),
                ("source_topic", source.encode()), ("source_partition", b"2"), ("source_offset", b"17")]  # fmt: skip
-    headers += [(k.replace("_", "-") if k == "duewatch_redrives" else k, v.encode()) for k, v in extra.items()]
+    headers += [
+        (k.replace("_", "-") if k == "duewatch_redrives" else k, v.encode()) for k, v in extra.items()
+    ]
     return DeadLetter(key, b"bytes of " + source.encode(), tuple(headers))
 
 
@@ -26,16 +28,26 @@ def test_input_records_go_back_to_their_topic_with_their_own_headers_and_a_count
                   None, None, NOW)  # fmt: skip
     repayment, tick = chosen.resend
     assert (repayment.topic, repayment.key, repayment.value, repayment.partition) == (
-        "loan.repayments", b"L1", b"bytes of loan.repayments", None)
+        "loan.repayments",
+        b"L1",
+        b"bytes of loan.repayments",
+        None,
+    )
     assert dict(repayment.headers) == {"traceparent": b"00-abc-def-01", REDRIVES_HEADER: b"1"}
-    assert (tick.topic, tick.key, tick.partition) == ("clock.ticks", None, 2), "a keyless record to its partition"
+    assert (tick.topic, tick.key, tick.partition) == ("clock.ticks", None, 2), (
+        "a keyless record to its partition"
+    )
     assert not chosen.left
 
 
 def test_filters_by_reason_and_by_loan_key_or_header() -> None:
     records = [dead(b"L1", "loan.repayments"), dead(b"L2", "loan.repayments"),
                dead(None, "clock.ticks", "INTERNAL_ERROR", loan_id="L1"), dead(b"L1", "loan.schedules", "OUT_OF_RANGE")]  # fmt: skip
-    assert [r.topic for r in plan(records, None, "L1", NOW).resend] == ["loan.repayments", "clock.ticks", "loan.schedules"]
+    assert [r.topic for r in plan(records, None, "L1", NOW).resend] == [
+        "loan.repayments",
+        "clock.ticks",
+        "loan.schedules",
+    ]
     assert [r.key for r in plan(records, "LOAN_SET_ASIDE", None, NOW).resend] == [b"L1", b"L2"]
 
 
@@ -57,7 +69,10 @@ def test_three_redrives_are_the_most_and_unknown_sources_stay() -> None:
 
 
 def test_control_commands_round_trip_and_bad_ones_are_refused_with_a_reason() -> None:
-    for command in (control.Command(control.RELEASE, "L1", NOW), control.Command(control.REROUTE, "L1", NOW, b"\x00x")):
+    for command in (
+        control.Command(control.RELEASE, "L1", NOW),
+        control.Command(control.REROUTE, "L1", NOW, b"\x00x"),
+    ):
         assert control.decode(control.encode(command)) == command
     for value, reason in ((b"not json", errors.UNDECODABLE), (b"[]", errors.UNDECODABLE),
                           (b'{"command": "DELETE", "loan_id": "L1"}', errors.UNKNOWN_ENUM),

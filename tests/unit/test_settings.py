@@ -77,7 +77,9 @@ def test_sasl_needs_a_user_and_a_password() -> None:
     cfg = from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "u"})
     with pytest.raises(ValueError, match="needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
         cfg.kafka_kwargs()
-    cfg = from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})
+    cfg = from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}
+    )
     kwargs = cfg.kafka_kwargs()
     assert kwargs["sasl_mechanism"] == "PLAIN"  # the documented default
     assert "ssl_context" not in kwargs and kwargs["security_protocol"] == "SASL_PLAINTEXT"
@@ -119,7 +121,7 @@ def test_the_command_line_and_the_worker_share_the_tls_context(dev_tls) -> None:
     kwargs = cfg.kafka_kwargs()
     assert kwargs["security_protocol"] == "SSL"
     assert handshake(dev_tls, kwargs["ssl_context"]) == "duewatch"
-    from streams.app import _credentials
+    from streams.worker.app import _credentials
 
     credentials = _credentials(cfg)
     assert handshake(dev_tls, credentials.context) == "duewatch"
@@ -165,7 +167,9 @@ def handshake(tls, client_context: ssl.SSLContext) -> str:
         ({"KAFKA_SSL_KEYFILE": "/nonexistent/k.pem"}, "KAFKA_SSL_KEYFILE: no such file"),
     ],
 )
-def test_a_bad_tls_file_or_key_password_names_the_variable_and_shows_no_secret(dev_tls, overrides, message) -> None:
+def test_a_bad_tls_file_or_key_password_names_the_variable_and_shows_no_secret(
+    dev_tls, overrides, message
+) -> None:
     """Never a terminal prompt for the key's password either (it would hang a worker)."""
     cfg = from_env(tls_env(dev_tls, **overrides))
     with pytest.raises(ValueError, match=message) as raised:

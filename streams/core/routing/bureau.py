@@ -183,14 +183,18 @@ def metro2_status(pboc: str, dpd: int) -> str:
 def disputed_at(state: BureauState, instant: datetime) -> bool:
     """True when a dispute received so far is OPEN at ``instant``."""
     return any(
-        s.opened_at is not None and s.opened_at <= instant and (s.resolved_at is None or instant < s.resolved_at)
+        s.opened_at is not None
+        and s.opened_at <= instant
+        and (s.resolved_at is None or instant < s.resolved_at)
         for s in state.disputes
     )
 
 
 def view_status(state: BureauState) -> str:
     """The status the bureau currently has: the latest record it received and was not told to void."""
-    live = [(r.as_of, i, r) for i, r in enumerate(state.released) if r.voided_by is None and not r.is_correction]
+    live = [
+        (r.as_of, i, r) for i, r in enumerate(state.released) if r.voided_by is None and not r.is_correction
+    ]
     return max(live, key=lambda x: x[:2])[2].pboc_status if live else "N"
 
 
@@ -218,18 +222,27 @@ def _record(event: Mapping[str, Any], status: str, notice_id: str | None) -> dic
     }
 
 
-def _emit(state: BureauState, record: Mapping[str, Any], released_at: datetime,
-          episode: str | None) -> tuple[BureauState, Output]:
+def _emit(
+    state: BureauState, record: Mapping[str, Any], released_at: datetime, episode: str | None
+) -> tuple[BureauState, Output]:
     """Release ``record`` at ``released_at``: fill the time-dependent fields and remember it."""
     value = dict(record)
     value["released_at"] = released_at.astimezone(record["as_of"].tzinfo)
     value["disputed"] = disputed_at(state, released_at)
     summary = Released(
-        record_id=value["record_id"], source_event_id=value["source_event_id"], episode=episode,
-        as_of=utc(value["as_of"]), as_of_date=value["as_of_date"], released_at=utc(released_at),
-        pboc_status=value["pboc_status"], dpd=value["dpd"], overdue_installments=value["overdue_installments"],
-        overdue_amount=value["overdue_amount"], first_delinquency_date=value["first_delinquency_date"],
-        notice_id=value["notice_id"], is_correction=value["corrects"] is not None,
+        record_id=value["record_id"],
+        source_event_id=value["source_event_id"],
+        episode=episode,
+        as_of=utc(value["as_of"]),
+        as_of_date=value["as_of_date"],
+        released_at=utc(released_at),
+        pboc_status=value["pboc_status"],
+        dpd=value["dpd"],
+        overdue_installments=value["overdue_installments"],
+        overdue_amount=value["overdue_amount"],
+        first_delinquency_date=value["first_delinquency_date"],
+        notice_id=value["notice_id"],
+        is_correction=value["corrects"] is not None,
     )
     return replace(state, released=(*state.released, summary)), (BUREAU_TOPIC, value["loan_id"], value)
 
@@ -277,8 +290,12 @@ def _open_episode(
         base = next_allowed(as_of, tz, policy.quiet_hours_start, policy.quiet_hours_end)
     release_at = utc(base) + policy.bureau_lead_time  # elapsed time, not wall time, across DST
     notice = build_notification(
-        policy, event, notification_id=make_id("ntf", "notice", event_id), source_event_id=event_id,
-        kind=NOTICE, template=template,
+        policy,
+        event,
+        notification_id=make_id("ntf", "notice", event_id),
+        source_event_id=event_id,
+        kind=NOTICE,
+        template=template,
         params_for=lambda locale: event_params(event, template, locale, report_after=release_at),
         created_at=as_of,
     )
@@ -300,17 +317,26 @@ def _place(
 
 
 def _correction(
-    state: BureauState, target: Released, by_event: Mapping[str, Any], learned_at: datetime, voids: frozenset[str]
+    state: BureauState,
+    target: Released,
+    by_event: Mapping[str, Any],
+    learned_at: datetime,
+    voids: frozenset[str],
 ) -> tuple[BureauState, Output]:
     """A correction record voiding ``target``: what held at its ``as_of`` without it (and without ``voids``)."""
     prior = [
-        r for r in state.released
-        if r.voided_by is None and not r.is_correction and r.record_id not in voids
-        and r.record_id != target.record_id and r.as_of <= target.as_of
+        r
+        for r in state.released
+        if r.voided_by is None
+        and not r.is_correction
+        and r.record_id not in voids
+        and r.record_id != target.record_id
+        and r.as_of <= target.as_of
     ]
     before = max(prior, key=lambda r: r.as_of) if prior else None
     status = before.pboc_status if before is not None else "N"
     negative = before is not None and status in NEGATIVE
+    dpd = before.dpd if before is not None and negative else 0
     by_event_id = ev_str(by_event, "event_id")
     record_id = make_id("bur", "correction", by_event_id, target.record_id)
     tz = ev_zone(by_event)
@@ -322,19 +348,20 @@ def _correction(
         "as_of_date": target.as_of_date,
         "released_at": None,
         "pboc_status": status,
-        "metro2_status": metro2_status(status, before.dpd if negative else 0),
-        "dpd": before.dpd if negative else 0,
-        "overdue_installments": before.overdue_installments if negative else 0,
-        "overdue_amount": before.overdue_amount if negative else 0,
-        "first_delinquency_date": before.first_delinquency_date if negative else None,
+        "metro2_status": metro2_status(status, dpd),
+        "dpd": dpd,
+        "overdue_installments": before.overdue_installments if before is not None and negative else 0,
+        "overdue_amount": before.overdue_amount if before is not None and negative else 0,
+        "first_delinquency_date": before.first_delinquency_date if before is not None and negative else None,
         "notice_id": target.notice_id,
         "disputed": None,
         "corrects": target.record_id,
         "currency": ev_str(by_event, "currency"),
         "source_event_id": by_event_id,
     }
-    released = tuple(replace(r, voided_by=record_id) if r.record_id == target.record_id else r
-                     for r in state.released)
+    released = tuple(
+        replace(r, voided_by=record_id) if r.record_id == target.record_id else r for r in state.released
+    )
     state = replace(state, released=released)
     return _emit(state, value, max(utc(learned_at), target.released_at), target.episode)
 
@@ -342,7 +369,9 @@ def _correction(
 # --- steps ----------------------------------------------------------------------------------------
 
 
-def step_event(state: BureauState, event: Mapping[str, Any], policy: Policy) -> tuple[BureauState, list[Output]]:
+def step_event(
+    state: BureauState, event: Mapping[str, Any], policy: Policy
+) -> tuple[BureauState, list[Output]]:
     """Route one OverdueEvent of this loan: NOTICEs to notify.requests, records to bureau.records."""
     kind = ev_str(event, "type")
     if kind not in _HANDLED:
@@ -385,7 +414,9 @@ def _negative(
     state, released = _place(state, index, record, as_of)
     outputs.extend(released)
     if kind == WRITTEN_OFF:
-        state = _with_episode(state, index, replace(state.episodes[index], ended_by=ev_str(event, "event_id")))
+        state = _with_episode(
+            state, index, replace(state.episodes[index], ended_by=ev_str(event, "event_id"))
+        )
     return state, outputs
 
 
@@ -398,15 +429,21 @@ def _cure(state: BureauState, event: Mapping[str, Any], as_of: datetime) -> tupl
     if current is not None:
         index, ep = current
         notice_id = ep.notice["notification_id"]
-        early = [r for r in state.released
-                 if r.episode == ep.opened_by and r.voided_by is None and not r.is_correction
-                 and r.released_at > as_of]
+        early = [
+            r
+            for r in state.released
+            if r.episode == ep.opened_by
+            and r.voided_by is None
+            and not r.is_correction
+            and r.released_at > as_of
+        ]
         voids = frozenset(r.record_id for r in early)
         for target in sorted(early, key=lambda r: r.as_of, reverse=True):
             state, out = _correction(state, target, event, as_of, voids)
             outputs.append(out)
-        state = _with_episode(state, index, replace(state.episodes[index], ended_by=event_id, held=(),
-                                                    dropped=ep.held))
+        state = _with_episode(
+            state, index, replace(state.episodes[index], ended_by=event_id, held=(), dropped=ep.held)
+        )
     status = pboc_status(event)
     if status != view_status(state):
         record = _record(event, status, notice_id)
@@ -430,8 +467,11 @@ def _retract(
     if record_id is not None:
         keep = tuple(r for r in state.orphans if r["record_id"] != record_id)
         episodes = tuple(
-            replace(ep, held=tuple(r for r in ep.held if r["record_id"] != record_id),
-                    dropped=tuple(r for r in ep.dropped if r["record_id"] != record_id))
+            replace(
+                ep,
+                held=tuple(r for r in ep.held if r["record_id"] != record_id),
+                dropped=tuple(r for r in ep.dropped if r["record_id"] != record_id),
+            )
             for ep in state.episodes
         )
         state = replace(state, orphans=keep, episodes=episodes)
@@ -454,7 +494,9 @@ def _retract(
                 )
                 outputs.append(as_output(correction))
         elif ep.ended_by == target:
-            state = _with_episode(state, index, replace(ep, ended_by=None, held=(*ep.dropped, *ep.held), dropped=()))
+            state = _with_episode(
+                state, index, replace(ep, ended_by=None, held=(*ep.dropped, *ep.held), dropped=())
+            )
             state, released = _release_due(state, as_of)
             outputs.extend(released)
     return state, outputs
@@ -480,7 +522,9 @@ def step_tick(state: BureauState, as_of: datetime, policy: Policy) -> tuple[Bure
     return state, outputs
 
 
-def step_dispute(state: BureauState, dispute: Mapping[str, Any], policy: Policy) -> tuple[BureauState, list[Output]]:
+def step_dispute(
+    state: BureauState, dispute: Mapping[str, Any], policy: Policy
+) -> tuple[BureauState, list[Output]]:
     """A dispute OPEN/RESOLVED for this loan: changes the ``disputed`` mark of records released from then on."""
     dispute_id = dispute.get("dispute_id")
     status = dispute.get("status")

@@ -96,8 +96,18 @@ EMPTY = CollectionsState()
 
 
 def _task(
-    event: Mapping[str, Any], policy: Policy, *, task_id: str, action: str, reason: str, bucket: str, dpd: int,
-    total_overdue: int, currency: str, opened_at: datetime, attempts: int,
+    event: Mapping[str, Any],
+    policy: Policy,
+    *,
+    task_id: str,
+    action: str,
+    reason: str,
+    bucket: str,
+    dpd: int,
+    total_overdue: int,
+    currency: str,
+    opened_at: datetime,
+    attempts: int,
 ) -> dict[str, Any]:
     tz = ev_zone(event)
     return {
@@ -121,29 +131,63 @@ def _task(
     }
 
 
-def _step_task(event: Mapping[str, Any], policy: Policy, step: Step, task_id: str, reason: str,
-               opened_at: datetime) -> dict[str, Any] | None:
+def _step_task(
+    event: Mapping[str, Any], policy: Policy, step: Step, task_id: str, reason: str, opened_at: datetime
+) -> dict[str, Any] | None:
     rung = policy.rung(step.bucket)
     if rung is None:
         return None
     attempts = policy.max_attempts_per_day if rung.max_attempts_per_day is None else rung.max_attempts_per_day
-    return _task(event, policy, task_id=task_id, action=rung.action, reason=reason, bucket=step.bucket,
-                 dpd=step.dpd, total_overdue=step.total_overdue, currency=step.currency, opened_at=opened_at,
-                 attempts=attempts)
+    return _task(
+        event,
+        policy,
+        task_id=task_id,
+        action=rung.action,
+        reason=reason,
+        bucket=step.bucket,
+        dpd=step.dpd,
+        total_overdue=step.total_overdue,
+        currency=step.currency,
+        opened_at=opened_at,
+        attempts=attempts,
+    )
 
 
-def _close(event: Mapping[str, Any], policy: Policy, task_id: str, reason: str, as_of: datetime,
-           step: Step | None = None) -> dict[str, Any]:
+def _close(
+    event: Mapping[str, Any],
+    policy: Policy,
+    task_id: str,
+    reason: str,
+    as_of: datetime,
+    step: Step | None = None,
+) -> dict[str, Any]:
     """A CLOSE task; for a retraction ``step`` (what was retracted) supplies bucket, dpd and amount."""
     if step is None:
         step = _step_of(event, False)
-    return _task(event, policy, task_id=task_id, action=CLOSE, reason=reason, bucket=step.bucket, dpd=step.dpd,
-                 total_overdue=step.total_overdue, currency=step.currency, opened_at=as_of, attempts=0)
+    return _task(
+        event,
+        policy,
+        task_id=task_id,
+        action=CLOSE,
+        reason=reason,
+        bucket=step.bucket,
+        dpd=step.dpd,
+        total_overdue=step.total_overdue,
+        currency=step.currency,
+        opened_at=as_of,
+        attempts=0,
+    )
 
 
 def _step_of(event: Mapping[str, Any], tasked: bool) -> Step:
-    return Step(ev_str(event, "event_id"), ev_str(event, "bucket"), ev_int(event, "dpd"),
-                ev_int(event, "total_overdue"), ev_str(event, "currency"), tasked)
+    return Step(
+        ev_str(event, "event_id"),
+        ev_str(event, "bucket"),
+        ev_int(event, "dpd"),
+        ev_int(event, "total_overdue"),
+        ev_str(event, "currency"),
+        tasked,
+    )
 
 
 def step_event(
@@ -168,8 +212,14 @@ def step_event(
         upward = is_upward(event)
         step = _step_of(event, upward)
         if upward:
-            task = _step_task(event, policy, step, make_id("tsk", "entry", event_id),
-                              OPENED if not state.case_open else ESCALATED, as_of)
+            task = _step_task(
+                event,
+                policy,
+                step,
+                make_id("tsk", "entry", event_id),
+                OPENED if not state.case_open else ESCALATED,
+                as_of,
+            )
             tasks += [task] if task else []
         state = replace(state, case_open=state.case_open or upward, steps=(*state.steps, step))
     elif kind == OVERDUE_CURED or (
@@ -201,22 +251,31 @@ def _retract(
     if state.case_open and target in ids:
         position = ids.index(target)
         retracted_step = state.steps[position]
-        remaining = state.steps[:position] + state.steps[position + 1:]
+        remaining = state.steps[:position] + state.steps[position + 1 :]
         if position == 0:
-            tasks.append(_close(event, policy, make_id("tsk", "close", event_id), RETRACTED, as_of, retracted_step))
+            tasks.append(
+                _close(event, policy, make_id("tsk", "close", event_id), RETRACTED, as_of, retracted_step)
+            )
             return replace(state, case_open=False, steps=()), tasks
         state = replace(state, steps=remaining)
         if retracted_step.tasked:
-            tasks.append(_close(event, policy, make_id("tsk", "close", event_id), RETRACTED, as_of, retracted_step))
-            task = _step_task(event, policy, remaining[-1], make_id("tsk", "reinstated", event_id), REINSTATED,
-                              as_of)
+            tasks.append(
+                _close(event, policy, make_id("tsk", "close", event_id), RETRACTED, as_of, retracted_step)
+            )
+            task = _step_task(
+                event, policy, remaining[-1], make_id("tsk", "reinstated", event_id), REINSTATED, as_of
+            )
             tasks += [task] if task else []
         return state, tasks
     if not state.case_open and target in [s.source_event_id for s in state.closed_steps]:
-        return replace(state, closed_steps=tuple(s for s in state.closed_steps if s.source_event_id != target)), []
+        return replace(
+            state, closed_steps=tuple(s for s in state.closed_steps if s.source_event_id != target)
+        ), []
     if target == state.closed_by and not state.case_open and state.closed_steps:
         state = replace(state, case_open=True, steps=state.closed_steps, closed_by=None, closed_steps=())
-        task = _step_task(event, policy, state.steps[-1], make_id("tsk", "reinstated", event_id), REINSTATED, as_of)
+        task = _step_task(
+            event, policy, state.steps[-1], make_id("tsk", "reinstated", event_id), REINSTATED, as_of
+        )
         tasks += [task] if task else []
     return state, tasks
 

@@ -14,7 +14,7 @@ import hashlib
 import types
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -42,6 +42,7 @@ COLLECTIONS_TOPIC = topics.COLLECTIONS
 ONE_DAY = timedelta(days=1)
 
 Output = tuple[str, str, dict[str, Any]]
+T = TypeVar("T")
 """One routed record: (logical topic, key, value) with the §5 field names."""
 
 
@@ -201,8 +202,18 @@ def hhmm(t: time) -> str:
 
 _ZH_SYMBOLS = {"CNY": "¥", "HKD": "HK$", "USD": "US$", "EUR": "€", "GBP": "£", "JPY": "JP¥", "MOP": "MOP$"}
 _EN_MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 
 
@@ -340,7 +351,7 @@ def _inner_decoder(hint: Any) -> Decoder | None:
     origin = get_origin(hint)
     if hint is Any or hint is datetime or hint is date:
         return _untag
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         parts: list[tuple[str, Decoder]] = []
 
         def record(value: Any) -> Any:
@@ -372,9 +383,10 @@ def encode_state(state: Any) -> bytes:
     return orjson.dumps(to_jsonable(state))
 
 
-def decode_state(cls: type, data: bytes) -> Any:
+def decode_state(cls: type[T], data: bytes) -> T:
     """A router state of dataclass ``cls`` back from :func:`encode_state` bytes."""
-    return from_jsonable(orjson.loads(data), cls)
+    state: T = from_jsonable(orjson.loads(data), cls)
+    return state
 
 
 def utc(instant: datetime) -> datetime:

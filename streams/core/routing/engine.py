@@ -80,8 +80,12 @@ def route_loan_event(port: StatePort, policy: Policy, event: Mapping[str, Any]) 
     step is computed before any state is put, so a router that fails leaves them all as they were."""
     loan_id = ev_str(event, "loan_id")
     bstate, bureau_out = bureau.step_event(port.get(BUREAU, loan_id, bureau.EMPTY), event, policy)
-    cstate, collections_out = collections.step_event(port.get(COLLECTIONS, loan_id, collections.EMPTY), event, policy)
-    ledger, envelopes = partners.step_fan_out(port.get(LEDGERS, loan_id, partners.EMPTY_LEDGER), event, policy)
+    cstate, collections_out = collections.step_event(
+        port.get(COLLECTIONS, loan_id, collections.EMPTY), event, policy
+    )
+    ledger, envelopes = partners.step_fan_out(
+        port.get(LEDGERS, loan_id, partners.EMPTY_LEDGER), event, policy
+    )
     notify = wants_notification(event)
     port.put(BUREAU, loan_id, bstate)
     port.put(COLLECTIONS, loan_id, cstate)
@@ -89,7 +93,9 @@ def route_loan_event(port: StatePort, policy: Policy, event: Mapping[str, Any]) 
     return LoanRouted(bureau_out + collections_out, envelopes, notify, bureau.next_due(bstate))
 
 
-def route_dispute(port: StatePort, policy: Policy, dispute: Mapping[str, Any]) -> tuple[list[Output], datetime | None]:
+def route_dispute(
+    port: StatePort, policy: Policy, dispute: Mapping[str, Any]
+) -> tuple[list[Output], datetime | None]:
     """A Dispute (bureau router only); returns its outputs and the loan's next bureau wake-up."""
     loan_id = ev_str(dispute, "loan_id")
     state, out = bureau.step_dispute(port.get(BUREAU, loan_id, bureau.EMPTY), dispute, policy)
@@ -101,7 +107,10 @@ S = TypeVar("S")
 
 
 def tick_through(
-    state: S, clock: datetime, next_due: Callable[[S], datetime | None], step: Callable[[S, datetime], tuple[S, list[Output]]]
+    state: S,
+    clock: datetime,
+    next_due: Callable[[S], datetime | None],
+    step: Callable[[S, datetime], tuple[S, list[Output]]],
 ) -> tuple[S, list[Output], datetime | None]:
     """Tick ``state`` instant by instant, as replay's clock does, until nothing is due by
     ``clock``: the new state, what it sent, and its next wake-up. A step that leaves something
@@ -109,20 +118,25 @@ def tick_through(
     outputs: list[Output] = []
     due = next_due(state)
     while due is not None and due <= clock:
-        state, out = step(state, due)
+        ticked = due
+        state, out = step(state, ticked)
         outputs += out
-        due, ticked = next_due(state), due
+        due = next_due(state)
         if due is not None and due <= ticked:
             raise RoutingError("a router's tick made no progress at its due instant")
     return state, outputs, due
 
 
-def tick_loan(port: StatePort, policy: Policy, loan_id: str, clock: datetime) -> tuple[list[Output], datetime | None]:
+def tick_loan(
+    port: StatePort, policy: Policy, loan_id: str, clock: datetime
+) -> tuple[list[Output], datetime | None]:
     """The loan's held bureau records due by ``clock``; returns them and its next wake-up."""
     state = port.get(BUREAU, loan_id, None)
     if state is None:
         return [], None
-    state, out, due = tick_through(state, clock, bureau.next_due, lambda s, at: bureau.step_tick(s, at, policy))
+    state, out, due = tick_through(
+        state, clock, bureau.next_due, lambda s, at: bureau.step_tick(s, at, policy)
+    )
     port.put(BUREAU, loan_id, state)
     return out, due
 
@@ -130,7 +144,9 @@ def tick_loan(port: StatePort, policy: Policy, loan_id: str, clock: datetime) ->
 def route_borrower_event(port: StatePort, policy: Policy, event: Mapping[str, Any]) -> list[Output]:
     """One OverdueEvent through its borrower's notifications (the daily cap spans their loans)."""
     borrower = ev_str(event, "borrower_id")
-    state, out = notifications.step_event(port.get(NOTIFICATIONS, borrower, notifications.EMPTY), event, policy)
+    state, out = notifications.step_event(
+        port.get(NOTIFICATIONS, borrower, notifications.EMPTY), event, policy
+    )
     port.put(NOTIFICATIONS, borrower, state)
     return out
 
@@ -139,12 +155,16 @@ def route_partner_item(
     port: StatePort, policy: Policy, partner_id: str, envelope: partners.Envelope
 ) -> tuple[list[Output], datetime | None]:
     """One fanned-out item at its partner: a real-time share now, or a place in a digest."""
-    state, out = partners.step_item(port.get(PARTNERS, partner_id, partners.EMPTY), partner_id, envelope, policy)
+    state, out = partners.step_item(
+        port.get(PARTNERS, partner_id, partners.EMPTY), partner_id, envelope, policy
+    )
     port.put(PARTNERS, partner_id, state)
     return out, partners.next_due(state)
 
 
-def tick_partner(port: StatePort, policy: Policy, partner_id: str, clock: datetime) -> tuple[list[Output], datetime | None]:
+def tick_partner(
+    port: StatePort, policy: Policy, partner_id: str, clock: datetime
+) -> tuple[list[Output], datetime | None]:
     """The partner's digests due by ``clock``; returns them and its next wake-up."""
     state = port.get(PARTNERS, partner_id, None)
     if state is None:
@@ -159,7 +179,8 @@ def emission_instant(topic: str, value: Mapping[str, Any]) -> datetime:
     """The event-time instant at which a routed record is sent (its position in replay's order)."""
     field = {NOTIFY_TOPIC: "created_at", BUREAU_TOPIC: "released_at", PARTNER_TOPIC: "as_of",
              COLLECTIONS_TOPIC: "opened_at"}[topic]  # fmt: skip
-    return value[field]
+    instant: datetime = value[field]
+    return instant
 
 
 def _notification_order(event: Mapping[str, Any]) -> tuple[bool, str]:
@@ -288,7 +309,9 @@ def route_all(
     until = parse_instant(until)
     timed_events = sorted(((ev_instant(e, "as_of"), e) for e in events), key=lambda p: p[0])
     timed_disputes = sorted(((parse_instant(d["at"]), d) for d in disputes), key=lambda p: p[0])
-    instants = sorted({t for t, _ in timed_events if t <= until} | {t for t, _ in timed_disputes if t <= until})
+    instants = sorted(
+        {t for t, _ in timed_events if t <= until} | {t for t, _ in timed_disputes if t <= until}
+    )
     by_event: dict[datetime, list[Mapping[str, Any]]] = {}
     for t, e in timed_events:
         by_event.setdefault(t, []).append(e)

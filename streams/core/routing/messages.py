@@ -176,8 +176,14 @@ def correction_for(
         }
 
     return build_notification(
-        policy, retraction, notification_id=notification_id, source_event_id=ev_str(retraction, "event_id"),
-        kind=CORRECTION, template="correction", params_for=params, created_at=created_at,
+        policy,
+        retraction,
+        notification_id=notification_id,
+        source_event_id=ev_str(retraction, "event_id"),
+        kind=CORRECTION,
+        template="correction",
+        params_for=params,
+        created_at=created_at,
     )
 
 

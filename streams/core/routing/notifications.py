@@ -151,11 +151,15 @@ def step_event(
         disposition = SEND if sends < policy.collection_cap_per_day else DROPPED
 
     notification = build_notification(
-        policy, event,
+        policy,
+        event,
         notification_id=make_id("ntf", kind.lower(), event_id),
-        source_event_id=event_id, kind=kind, template=template,
+        source_event_id=event_id,
+        kind=kind,
+        template=template,
         params_for=lambda locale: event_params(event, template, locale),
-        created_at=as_of, disposition=disposition,
+        created_at=as_of,
+        disposition=disposition,
     )
     days = state.days
     if kind == COLLECTION:
@@ -193,17 +197,23 @@ def _prune(state: NotificationState, policy: Policy) -> NotificationState:
         return state
     cutoff = state.clock - policy.retention
     oldest_day = cutoff.date().toordinal() - 1  # one day of slack for the loans' different zones
-    emitted = {k: v for k, v in state.emitted.items() if not v or max(utc(n["created_at"]) for n in v) >= cutoff}
+    emitted = {
+        k: v for k, v in state.emitted.items() if not v or max(utc(n["created_at"]) for n in v) >= cutoff
+    }
     days = {k: v for k, v in state.days.items() if date.fromisoformat(k).toordinal() >= oldest_day}
     retracted = {k: v for k, v in state.retracted.items() if v >= cutoff}
-    if len(emitted) == len(state.emitted) and len(days) == len(state.days) and len(retracted) == len(
-        state.retracted
+    if (
+        len(emitted) == len(state.emitted)
+        and len(days) == len(state.days)
+        and len(retracted) == len(state.retracted)
     ):
         return state
     return replace(state, emitted=emitted, days=days, retracted=retracted)
 
 
-def step_tick(state: NotificationState, as_of: datetime, policy: Policy) -> tuple[NotificationState, list[Output]]:
+def step_tick(
+    state: NotificationState, as_of: datetime, policy: Policy
+) -> tuple[NotificationState, list[Output]]:
     """Ticks change nothing here: every request is written when its event arrives, with its not_before."""
     return state, []
 

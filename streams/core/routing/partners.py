@@ -98,8 +98,16 @@ def _base_item(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _envelope(partner_id: str, key: bytes, borrower_id: str, base: Mapping[str, Any], *, source_event_id: str,
-              retracts: str | None, as_of: datetime) -> Envelope:
+def _envelope(
+    partner_id: str,
+    key: bytes,
+    borrower_id: str,
+    base: Mapping[str, Any],
+    *,
+    source_event_id: str,
+    retracts: str | None,
+    as_of: datetime,
+) -> Envelope:
     item = {
         "loan_id": base["loan_id"],
         "borrower_token": borrower_token(key, borrower_id),
@@ -110,8 +118,13 @@ def _envelope(partner_id: str, key: bytes, borrower_id: str, base: Mapping[str, 
         "currency": base["currency"],
         "as_of": base["as_of"],
     }
-    return {"partner_id": partner_id, "source_event_id": source_event_id, "retracts": retracts, "as_of": as_of,
-            "item": item}
+    return {
+        "partner_id": partner_id,
+        "source_event_id": source_event_id,
+        "retracts": retracts,
+        "as_of": as_of,
+        "item": item,
+    }
 
 
 def unconfigured_partners(event: Mapping[str, Any], policy: Policy) -> list[str]:
@@ -132,8 +145,18 @@ def fan_out(event: Mapping[str, Any], policy: Policy) -> list[tuple[str, Envelop
     event_id = ev_str(event, "event_id")
     as_of = ev_instant(event, "as_of")
     return [
-        (pid, _envelope(pid, policy.partners[pid].key, borrower_id, base, source_event_id=event_id, retracts=None,
-                        as_of=as_of))
+        (
+            pid,
+            _envelope(
+                pid,
+                policy.partners[pid].key,
+                borrower_id,
+                base,
+                source_event_id=event_id,
+                retracts=None,
+                as_of=as_of,
+            ),
+        )
         for pid in ev_partners(event)
         if pid in policy.partners
     ]
@@ -168,7 +191,9 @@ def step_fan_out(
         event_id = ev_str(event, "event_id")
         if envelopes and event_id not in ledger.shared:
             base = _base_item(event)
-            ledger = replace(ledger, shared={**ledger.shared, event_id: SharedItem(base, tuple(p for p, _ in envelopes))})
+            ledger = replace(
+                ledger, shared={**ledger.shared, event_id: SharedItem(base, tuple(p for p, _ in envelopes))}
+            )
         return ledger, envelopes
     if kind != OVERDUE_RETRACTED:
         return ledger, []
@@ -182,8 +207,18 @@ def step_fan_out(
     as_of = ev_instant(event, "as_of")
     borrower_id = ev_str(event, "borrower_id")
     return ledger, [
-        (pid, _envelope(pid, policy.partners[pid].key, borrower_id, base, source_event_id=event_id, retracts=target,
-                        as_of=as_of))
+        (
+            pid,
+            _envelope(
+                pid,
+                policy.partners[pid].key,
+                borrower_id,
+                base,
+                source_event_id=event_id,
+                retracts=target,
+                as_of=as_of,
+            ),
+        )
         for pid in original.partners
         if pid in policy.partners
     ]
@@ -278,16 +313,17 @@ def step_item(
                 entries = tuple(e for e in day.entries if e.source_event_id != retracts)
                 pending[index] = replace(day, entries=entries, seen=(*day.seen, source_event_id))
                 return replace(state, pending=tuple(pending)), []
-    day = local_day(as_of, tz)
+    local = local_day(as_of, tz)
     entry = DigestEntry(source_event_id, as_of, dict(envelope["item"]))
     for index, waiting in enumerate(pending):
-        if waiting.day == day:
-            pending[index] = replace(waiting, entries=(*waiting.entries, entry),
-                                     seen=(*waiting.seen, source_event_id))
+        if waiting.day == local:
+            pending[index] = replace(
+                waiting, entries=(*waiting.entries, entry), seen=(*waiting.seen, source_event_id)
+            )
             return replace(state, pending=tuple(pending)), []
-    due = digest_instant(day, partner_id, policy)
-    supplement = any(s.day == day for s in state.sent) or (state.clock is not None and due <= state.clock)
-    pending.append(DigestDay(day, due, supplement, (entry,), (source_event_id,)))
+    due = digest_instant(local, partner_id, policy)
+    supplement = any(s.day == local for s in state.sent) or (state.clock is not None and due <= state.clock)
+    pending.append(DigestDay(local, due, supplement, (entry,), (source_event_id,)))
     return replace(state, pending=tuple(pending)), []
 
 
@@ -312,23 +348,38 @@ def step_tick(
             continue
         entries = sorted(day.entries, key=lambda e: (e.as_of, e.source_event_id))
         if day.supplement:
-            share_id = make_id("shr", "digest-supplement", partner_id, day.day.isoformat(),
-                               *sorted(e.source_event_id for e in entries))
+            share_id = make_id(
+                "shr",
+                "digest-supplement",
+                partner_id,
+                day.day.isoformat(),
+                *sorted(e.source_event_id for e in entries),
+            )
         else:
             share_id = make_id("shr", "digest", partner_id, day.day.isoformat())
-        outputs.append((PARTNER_TOPIC, partner_id, {
-            "share_id": share_id,
-            "partner_id": partner_id,
-            "mode": DIGEST,
-            "as_of": day.due.astimezone(tz),
-            "items": [dict(e.item) for e in entries],
-        }))
+        outputs.append(
+            (
+                PARTNER_TOPIC,
+                partner_id,
+                {
+                    "share_id": share_id,
+                    "partner_id": partner_id,
+                    "mode": DIGEST,
+                    "as_of": day.due.astimezone(tz),
+                    "items": [dict(e.item) for e in entries],
+                },
+            )
+        )
     horizon = as_of - policy.digest_memory
     sent = tuple(s for s in state.sent if s.due >= horizon) + tuple(
         SentDay(d.day, d.due, d.seen) for d in due if d.due >= horizon
     )
-    state = replace(state, pending=tuple(d for d in state.pending if d.due > as_of), sent=sent,
-                    clock=later(state.clock, as_of))
+    state = replace(
+        state,
+        pending=tuple(d for d in state.pending if d.due > as_of),
+        sent=sent,
+        clock=later(state.clock, as_of),
+    )
     if outputs:
         state = replace(state, last_tick=as_of, last_tick_outputs=(*earlier, *outputs))
     return state, outputs
@@ -346,7 +397,8 @@ def envelope_to_bytes(envelope: Mapping[str, Any]) -> bytes:
 
 def envelope_from_bytes(data: bytes) -> Envelope:
     """An envelope back from :func:`envelope_to_bytes`."""
-    return decode_state(Any, data)  # type: ignore[arg-type]
+    envelope: Envelope = decode_state(dict, data)
+    return envelope
 
 
 def ledger_to_bytes(ledger: ShareLedger) -> bytes:

@@ -46,8 +46,17 @@ MIN_PARTNER_KEY_BYTES = 32
 
 # Template ids and the placeholders each may use (string.Template syntax: ``${amount}``).
 _EVENT_PARAMS = frozenset(
-    {"loan_ref", "currency", "amount", "due_date", "days_overdue", "penalty", "late_fee", "installments",
-     "as_of_date"}
+    {
+        "loan_ref",
+        "currency",
+        "amount",
+        "due_date",
+        "days_overdue",
+        "penalty",
+        "late_fee",
+        "installments",
+        "as_of_date",
+    }
 )
 TEMPLATE_PARAMS: Mapping[str, frozenset[str]] = {
     "due_soon": frozenset({"loan_ref", "currency", "amount", "due_date", "days_left", "as_of_date"}),
@@ -77,8 +86,15 @@ class LadderRung:
 
 def default_ladder() -> dict[str, LadderRung]:
     """SPEC §5's ladder: M1 automated reminders, M2 phone, M3–M6 agency, M7 legal review."""
-    actions = {"M1": "AUTO_REMINDER", "M2": "PHONE", "M3": "AGENCY", "M4": "AGENCY", "M5": "AGENCY",
-               "M6": "AGENCY", "M7": "LEGAL"}
+    actions = {
+        "M1": "AUTO_REMINDER",
+        "M2": "PHONE",
+        "M3": "AGENCY",
+        "M4": "AGENCY",
+        "M5": "AGENCY",
+        "M6": "AGENCY",
+        "M7": "LEGAL",
+    }
     return {bucket: LadderRung(action) for bucket, action in actions.items()}
 
 
@@ -164,7 +180,7 @@ def parse_hhmm(value: Any, where: str) -> time:
         match = _HHMM.match(value)
         if match:
             return time(int(match.group(1)), int(match.group(2)))
-    raise PolicyError(f"{where}: expected a local time like \"21:00\", got {value!r}")
+    raise PolicyError(f'{where}: expected a local time like "21:00", got {value!r}')
 
 
 def parse_duration(value: Any, where: str) -> timedelta:
@@ -174,7 +190,7 @@ def parse_duration(value: Any, where: str) -> timedelta:
         if match and any(match.groups()):
             d, h, m, s = (int(g) if g else 0 for g in match.groups())
             return timedelta(days=d, hours=h, minutes=m, seconds=s)
-    raise PolicyError(f"{where}: expected a duration like \"24h\", \"1d\" or \"90m\", got {value!r}")
+    raise PolicyError(f'{where}: expected a duration like "24h", "1d" or "90m", got {value!r}')
 
 
 def decode_key(value: str, where: str) -> bytes:
@@ -195,7 +211,9 @@ def _section(d: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str,
         raise PolicyError(f"[{name}] must be a table")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise PolicyError(f"[{name}]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise PolicyError(
+            f"[{name}]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
     return value
 
 
@@ -214,7 +232,7 @@ def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
 def _zone(value: Any, where: str) -> str:
     if isinstance(value, str) and is_zone(value):
         return value
-    raise PolicyError(f"{where}: expected an IANA time zone like \"Asia/Shanghai\", got {value!r}")
+    raise PolicyError(f'{where}: expected an IANA time zone like "Asia/Shanghai", got {value!r}')
 
 
 def validate_templates(templates: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -248,7 +266,9 @@ def _partner(pid: str, raw: Any, defaults: Mapping[str, Any], env: Mapping[str, 
     if unknown:
         raise PolicyError(f"[{where}]: unknown key(s) {', '.join(unknown)}")
     if ("key" in raw) == ("key_env" in raw):
-        raise PolicyError(f"[{where}]: set exactly one of key (inline) or key_env (environment variable name)")
+        raise PolicyError(
+            f"[{where}]: set exactly one of key (inline) or key_env (environment variable name)"
+        )
     if "key" in raw:
         if not isinstance(raw["key"], str):
             raise PolicyError(f"{where}.key: expected a string")
@@ -269,7 +289,9 @@ def _partner(pid: str, raw: Any, defaults: Mapping[str, Any], env: Mapping[str, 
         partner_id=pid,
         key=key,
         mode=mode,
-        digest_time=parse_hhmm(raw.get("digest_time", defaults.get("digest_time", "07:00")), f"{where}.digest_time"),
+        digest_time=parse_hhmm(
+            raw.get("digest_time", defaults.get("digest_time", "07:00")), f"{where}.digest_time"
+        ),
         timezone=_zone(raw.get("timezone", defaults.get("timezone", "Asia/Shanghai")), f"{where}.timezone"),
     )
 
@@ -289,7 +311,15 @@ def policy_from_mapping(
     """
     if not isinstance(d, Mapping):
         raise PolicyError("the policy must be a table")
-    sections = {"notifications", "templates", "bureau", "collections", "partner_defaults", "partners", "state"}
+    sections = {
+        "notifications",
+        "templates",
+        "bureau",
+        "collections",
+        "partner_defaults",
+        "partners",
+        "state",
+    }
     unknown = sorted(set(d) - sections)
     if unknown:
         raise PolicyError(f"unknown section(s) {', '.join(unknown)}; allowed: {', '.join(sorted(sections))}")
@@ -299,7 +329,9 @@ def policy_from_mapping(
     n = _section(d, "notifications", {"quiet_hours_start", "quiet_hours_end", "collection_cap_per_day"})
     t = _section(d, "templates", {"dir", "default_locale"})
     b = _section(d, "bureau", {"lead_time", "lead_time_from"})
-    c = _section(d, "collections", {"contact_window_start", "contact_window_end", "max_attempts_per_day", "ladder"})
+    c = _section(
+        d, "collections", {"contact_window_start", "contact_window_end", "max_attempts_per_day", "ladder"}
+    )
     pd = _section(d, "partner_defaults", {"mode", "digest_time", "timezone"})
     s = _section(d, "state", {"retention", "digest_memory"})
 
@@ -317,20 +349,28 @@ def policy_from_mapping(
             raise PolicyError(f"{where}: expected an action name or {{action, max_attempts_per_day}}")
         action = rung.get("action")
         if not isinstance(action, str) or not _ACTION.match(action) or action == "CLOSE":
-            raise PolicyError(f"{where}.action: expected an UPPER_CASE action other than CLOSE, got {action!r}")
+            raise PolicyError(
+                f"{where}.action: expected an UPPER_CASE action other than CLOSE, got {action!r}"
+            )
         cap = rung.get("max_attempts_per_day")
-        ladder[bucket] = LadderRung(action, None if cap is None else _int(cap, f"{where}.max_attempts_per_day"))
+        ladder[bucket] = LadderRung(
+            action, None if cap is None else _int(cap, f"{where}.max_attempts_per_day")
+        )
 
     raw_partners = d.get("partners", {})
     if not isinstance(raw_partners, Mapping):
         raise PolicyError("[partners] must be a table of [partners.<id>] tables")
     if "mode" in pd:
-        _choice(pd["mode"].upper() if isinstance(pd["mode"], str) else pd["mode"], "partner_defaults.mode",
-                PARTNER_MODES)
+        _choice(
+            pd["mode"].upper() if isinstance(pd["mode"], str) else pd["mode"],
+            "partner_defaults.mode",
+            PARTNER_MODES,
+        )
     partners = {pid: _partner(pid, raw, pd, env) for pid, raw in raw_partners.items()}
 
-    default_locale = _choice(t.get("default_locale", base.default_locale), "templates.default_locale",
-                             SUPPORTED_LOCALES)
+    default_locale = _choice(
+        t.get("default_locale", base.default_locale), "templates.default_locale", SUPPORTED_LOCALES
+    )
     template_dir = t.get("dir")
     if template_dir is not None and not isinstance(template_dir, str):
         raise PolicyError("templates.dir: expected a path string")
@@ -339,27 +379,35 @@ def policy_from_mapping(
     if retention < timedelta(days=1):
         raise PolicyError("state.retention: must be at least 1d (corrections need the original)")
 
-    window = (parse_hhmm(c.get("contact_window_start", "08:00"), "collections.contact_window_start"),
-              parse_hhmm(c.get("contact_window_end", "21:00"), "collections.contact_window_end"))
+    window = (
+        parse_hhmm(c.get("contact_window_start", "08:00"), "collections.contact_window_start"),
+        parse_hhmm(c.get("contact_window_end", "21:00"), "collections.contact_window_end"),
+    )
     if window[0] == window[1]:
         raise PolicyError("collections.contact_window_start and _end must differ (the window would be empty)")
 
     return Policy(
         quiet_hours_start=parse_hhmm(n.get("quiet_hours_start", "21:00"), "notifications.quiet_hours_start"),
         quiet_hours_end=parse_hhmm(n.get("quiet_hours_end", "08:00"), "notifications.quiet_hours_end"),
-        collection_cap_per_day=_int(n.get("collection_cap_per_day", base.collection_cap_per_day),
-                                    "notifications.collection_cap_per_day"),
+        collection_cap_per_day=_int(
+            n.get("collection_cap_per_day", base.collection_cap_per_day),
+            "notifications.collection_cap_per_day",
+        ),
         default_locale=default_locale,
         templates=validate_templates(templates) if templates is not None else {},
         template_dir=template_dir,
         bureau_lead_time=parse_duration(b.get("lead_time", "24h"), "bureau.lead_time"),
-        bureau_lead_time_from=_choice(b.get("lead_time_from", LEAD_FROM_CREATED_AT), "bureau.lead_time_from",
-                                      (LEAD_FROM_CREATED_AT, LEAD_FROM_NOT_BEFORE)),
+        bureau_lead_time_from=_choice(
+            b.get("lead_time_from", LEAD_FROM_CREATED_AT),
+            "bureau.lead_time_from",
+            (LEAD_FROM_CREATED_AT, LEAD_FROM_NOT_BEFORE),
+        ),
         ladder=ladder,
         contact_window_start=window[0],
         contact_window_end=window[1],
-        max_attempts_per_day=_int(c.get("max_attempts_per_day", base.max_attempts_per_day),
-                                  "collections.max_attempts_per_day"),
+        max_attempts_per_day=_int(
+            c.get("max_attempts_per_day", base.max_attempts_per_day), "collections.max_attempts_per_day"
+        ),
         partners=partners,
         retention=retention,
         digest_memory=parse_duration(s.get("digest_memory", "3d"), "state.digest_memory"),

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 
 from ...core.config import EngineConfig
 from ...core.loan import LoanState, apply_repayment, apply_schedule, new_loan, tick
-from ...core.records import parse_repayment, parse_schedule
+from ...core.records import LoanSchedule, parse_repayment, parse_schedule
 from ...core.statecodec import dumps, loads
 from ...core.wakeups import WakeIndex
 from ..book import generate
@@ -42,7 +42,11 @@ def run(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
     start = date(2026, 3, 1)
     book = generate(loans, start, days, seed)
     parsed = [
-        (r.event_time, r.topic, parse_schedule(r.value) if r.topic == "loan.schedules" else parse_repayment(r.value))
+        (
+            r.event_time,
+            r.topic,
+            parse_schedule(r.value) if r.topic == "loan.schedules" else parse_repayment(r.value),
+        )
         for r in book
     ]
     states: dict[str, LoanState] = {}
@@ -57,7 +61,7 @@ def run(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
     schedule_s = repayment_s = tick_s = 0.0
     schedules = repayments = transitions = ticks = 0
     t_index = 0
-    for event_time, topic, record in parsed:
+    for event_time, _topic, record in parsed:
         while t_index < len(tick_times) and tick_times[t_index] <= event_time:
             now = tick_times[t_index]
             t0 = time.perf_counter()
@@ -72,7 +76,7 @@ def run(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
         loan_id = record.loan_id
         state = states.get(loan_id) or new_loan(loan_id)
         t0 = time.perf_counter()
-        if topic == "loan.schedules":
+        if isinstance(record, LoanSchedule):
             outcome = apply_schedule(state, record, event_time, cfg)
             schedule_s += time.perf_counter() - t0
             schedules += 1

@@ -82,7 +82,7 @@ MARGIN = 1.25  # the intake slows down as the book grows: a projection needs thi
 FAUST_COMMIT_INTERVAL = 2.8  # faust's broker_commit_interval default
 MAX_WINDOW_ERROR = 0.2  # a rate over a shorter window than commit interval / this is not compared
 REBUILT = re.compile(r"wake-up index rebuilt: (\d+) loans in (\d+) partitions")
-#: What the worker logs when the rebuild raised (streams/app.py ``rebuild_indexes``).
+#: What the worker logs when the rebuild raised (streams/worker/lifecycle.py ``Lifecycle.recovered``).
 REBUILD_FAILED = re.compile(r"rebuilding the wake-up index failed")
 REBUILD_DONE = re.compile(f"{REBUILT.pattern}|{REBUILD_FAILED.pattern}")
 
@@ -203,7 +203,7 @@ class WorkerProcess:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("duewatch")), "worker"], cwd=ROOT, env={**os.environ, **env},
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=devkafka._set_pdeathsig,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=devkafka.set_pdeathsig,
         )  # fmt: skip
         self.stopping = False
         self.killed = False
@@ -467,7 +467,7 @@ async def baseline_loop(spec: dict[str, Any]) -> dict[str, Any]:
 async def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.dev.bench.e2e", "--baseline", json.dumps(spec), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=devkafka._set_pdeathsig,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=devkafka.set_pdeathsig,
     )  # fmt: skip
     out, err = await proc.communicate()
     if proc.returncode != 0:
@@ -641,18 +641,32 @@ async def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, 
             result.profiles["intake"] = summary
 
         if complete:
-            wait = args.hard_limit if args.full else max(60.0, args.budget - RESERVE - (time.monotonic() - args.started))
+            wait = (
+                args.hard_limit
+                if args.full
+                else max(60.0, args.budget - RESERVE - (time.monotonic() - args.started))
+            )
             try:
                 # --- catch-up tick -------------------------------------------------------
-                spy = Profiler(worker.proc.pid, args.profile, workdir / "catchup.pyspy") if args.profile else None
+                spy = (
+                    Profiler(worker.proc.pid, args.profile, workdir / "catchup.pyspy")
+                    if args.profile
+                    else None
+                )
                 try:
                     result.catch_up = await timed_tick(cfg, worker, committed, arrivals, CATCH_UP_AT, 1, wait)
                 finally:
                     if spy is not None and (summary := spy.finish()):
                         result.profiles["catch-up tick"] = summary
-                _log(f"catch-up tick: {result.catch_up['transitions']:,} events in {result.catch_up['seconds']:.1f} s")
+                _log(
+                    f"catch-up tick: {result.catch_up['transitions']:,} events in {result.catch_up['seconds']:.1f} s"
+                )
                 # --- the midnight --------------------------------------------------------
-                spy = Profiler(worker.proc.pid, args.profile, workdir / "midnight.pyspy") if args.profile else None
+                spy = (
+                    Profiler(worker.proc.pid, args.profile, workdir / "midnight.pyspy")
+                    if args.profile
+                    else None
+                )
                 try:
                     result.midnight = await timed_tick(
                         cfg, worker, committed, arrivals, MIDNIGHT_TICK_AT, 2, args.timeout, detail=True
@@ -660,7 +674,9 @@ async def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, 
                 finally:
                     if spy is not None and (summary := spy.finish()):
                         result.profiles["midnight tick"] = summary
-                _log(f"midnight tick: {result.midnight['transitions']:,} events in {result.midnight['seconds']:.3f} s")
+                _log(
+                    f"midnight tick: {result.midnight['transitions']:,} events in {result.midnight['seconds']:.3f} s"
+                )
             except TimeoutError as exc:
                 result.notes.append(f"{exc}; the later tick measurements were skipped (`--full` waits)")
 
@@ -680,7 +696,7 @@ async def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, 
         again.stop()
 
         # --- two workers, a group of their own, the same book ------------------------------
-        if complete and not args.no_pair:
+        if complete and not args.no_pair and pair_input is not None:
             result.pair = await measure_pair(args, cfg, result, workdir, pair_input, workers)
         return result
     finally:
@@ -717,7 +733,9 @@ async def measure_pair(
         rename = {cfg.topic(t): pair_cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS)}
         produce_s = await produce_all(pair_cfg, [(rename[t], k, v) for t, k, v in book], pair_cfg.partitions)
         inputs = list(rename.values())
-        deadline = time.monotonic() + (args.hard_limit if args.full else max(120.0, 2 * result.worker_seconds + 60))
+        deadline = time.monotonic() + (
+            args.hard_limit if args.full else max(120.0, 2 * result.worker_seconds + 60)
+        )
         while True:
             for w in pair:
                 w.check()
@@ -815,7 +833,9 @@ async def measure_intake(
         await asyncio.sleep(POLL)
     with contextlib.suppress(Exception):
         result.worker_ready_s = (await asyncio.wait_for(ready_task, 1))[1]
-    result.worker_rate, result.worker_seconds, result.worker_records, complete = intake_rate(samples, result.inputs)
+    result.worker_rate, result.worker_seconds, result.worker_records, complete = intake_rate(
+        samples, result.inputs
+    )
     result.worker_complete = complete
     first = next((i for i, (_, c) in enumerate(samples) if c > 0), None)
     if first is not None and first < len(cpu) - 1:
@@ -871,18 +891,27 @@ async def timed_tick(
             )
         await asyncio.sleep(POLL)
     await arrivals.caught_up(timeout)
-    while (lag := await committed.lag(arrivals.end_offsets_of, f"{cfg.app_id}-")) > 0:  # the routers' share too
+    while (
+        lag := await committed.lag(arrivals.end_offsets_of, f"{cfg.app_id}-")
+    ) > 0:  # the routers' share too
         worker.check()
         if time.monotonic() - logged >= 30:
             _log(f"  tick {at.isoformat()}: {lag:,} records of the worker's input and internal topics still to "
                  f"commit, {time.time() - sent:.0f} s")  # fmt: skip
             logged = time.monotonic()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the worker was still busy {timeout:.0f} s after the tick at {at.isoformat()}")
+            raise TimeoutError(
+                f"the worker was still busy {timeout:.0f} s after the tick at {at.isoformat()}"
+            )
         await asyncio.sleep(POLL)
     idle = time.time()
     new = arrivals.records[before:]
-    out: dict[str, Any] = {"at": at.isoformat(), "transitions": len(new), "send_s": acked - sent, "idle_s": idle - sent}
+    out: dict[str, Any] = {
+        "at": at.isoformat(),
+        "transitions": len(new),
+        "send_s": acked - sent,
+        "idle_s": idle - sent,
+    }
     if not new:
         out.update(seconds=0.0, rate=0.0)
         return out
@@ -947,7 +976,9 @@ def report(r: Result) -> str:
         scaled = max(1, round(TARGET_TICK_TRANSITIONS * r.loans / 1_000_000))
         # fewer transitions than 1 % of the book: scale the time up linearly (never down)
         at_scaled = m["seconds"] * max(1.0, scaled / max(1, m["transitions"]))
-        shown = ms(m["seconds"]) + (f" (→ {ms(at_scaled)} for {scaled:,})" if at_scaled > m["seconds"] else "")
+        shown = ms(m["seconds"]) + (
+            f" (→ {ms(at_scaled)} for {scaled:,})" if at_scaled > m["seconds"] else ""
+        )
         rows += [
             (f"midnight tick: {m['transitions']:,} transitions ({100 * m['transitions'] / r.loans:.2f} % of the book), "
              "tick sent → last on the topic", shown,
@@ -1001,16 +1032,25 @@ def report(r: Result) -> str:
         f"{r.inputs:,}: {r.worker_records:,} records in {r.worker_seconds:.1f} s. Faust commits every "
         f"{FAUST_COMMIT_INTERVAL} s, so each end is known to about {FAUST_COMMIT_INTERVAL} s "
         f"(±{100 * FAUST_COMMIT_INTERVAL / max(r.worker_seconds, 1e-9):.0f} % of the window)."
-        + (f" The fresh worker logged \"wake-up index rebuilt\" {r.worker_ready_s:.1f} s after it started."
-           if r.worker_ready_s is not None else ""),
+        + (
+            f' The fresh worker logged "wake-up index rebuilt" {r.worker_ready_s:.1f} s after it started.'
+            if r.worker_ready_s is not None
+            else ""
+        ),
         "- CPU during the worker's intake, in cores of the 2: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
         + (f"; load average before it started {r.load[0]:.1f}" if r.load else "")
-        + (f". Per CPU second the worker took in **{r.worker_rate / r.cpu['worker']:,.0f} records**"
-           if r.cpu.get("worker") else "")
-        + (f", the plain loop {base_rate / (b['cpu_seconds'] / b['seconds']):,.0f}"
-           if b.get("cpu_seconds") and b.get("seconds") else "")
-        + ". Other processes on the machine (\"others\") take CPU from both; the per-CPU-second figures are the "
+        + (
+            f". Per CPU second the worker took in **{r.worker_rate / r.cpu['worker']:,.0f} records**"
+            if r.cpu.get("worker")
+            else ""
+        )
+        + (
+            f", the plain loop {base_rate / (b['cpu_seconds'] / b['seconds']):,.0f}"
+            if b.get("cpu_seconds") and b.get("seconds")
+            else ""
+        )
+        + '. Other processes on the machine ("others") take CPU from both; the per-CPU-second figures are the '
         "fairer comparison when they are busy.",
     ]
     if c:
@@ -1019,9 +1059,13 @@ def report(r: Result) -> str:
             "already consumed) emits every transition of the history; the worker then also routes them (bureau, "
             "collections, notifications, partners), and it counts as idle again once its consumer group has "
             f"committed everything on its inputs and internal topics (known to ±{FAUST_COMMIT_INTERVAL} s)."
-            + (f" Only then a tick at {m['at']} — local midnight + settle delay ({SETTLE:.0f} s) + 1 s — emits that "
-               f"midnight's transitions ({', '.join(f'{k} {v:,}' for k, v in m.get('types', {}).items())}; "
-               f"{m.get('outside', 0)} with an `as_of` outside the tick interval)." if m else "")
+            + (
+                f" Only then a tick at {m['at']} — local midnight + settle delay ({SETTLE:.0f} s) + 1 s — emits that "
+                f"midnight's transitions ({', '.join(f'{k} {v:,}' for k, v in m.get('types', {}).items())}; "
+                f"{m.get('outside', 0)} with an `as_of` outside the tick interval)."
+                if m
+                else ""
+            )
         )
     if m:
         lines.append(
@@ -1035,12 +1079,15 @@ def report(r: Result) -> str:
     if rs:
         lines.append(
             "- Restart: "
-            + (f"SIGTERM, no exit within {rs['stop_seconds']:.0f} s, SIGKILL" if rs.get("killed")
-               else f"SIGTERM ({rs['stop_seconds']:.1f} s to exit)")
+            + (
+                f"SIGTERM, no exit within {rs['stop_seconds']:.0f} s, SIGKILL"
+                if rs.get("killed")
+                else f"SIGTERM ({rs['stop_seconds']:.1f} s to exit)"
+            )
             + ("" if r.worker_complete else " in the middle of its intake")
             + ", a new process over the same state dir, timed "
-            f"from its start to the first \"wake-up index rebuilt\" line (all lines within 3 s: {rs['lines']} loans; "
-            f"{rs['failures']} \"rebuilding the wake-up index failed\"). Extrapolated to 1,000,000 loans as the fresh "
+            f'from its start to the first "wake-up index rebuilt" line (all lines within 3 s: {rs["lines"]} loans; '
+            f'{rs["failures"]} "rebuilding the wake-up index failed"). Extrapolated to 1,000,000 loans as the fresh '
             "worker's time to the same line plus the rest scaled with the loans in the index."
         )
     if r.pair:
@@ -1062,13 +1109,19 @@ def report(r: Result) -> str:
 
 def section_name(args: argparse.Namespace) -> str:
     """BENCHMARKS.md section: the default run has its own, other book sizes or --full get theirs."""
-    extra = ([f"--loans {args.loans}"] if args.loans != DEFAULT_LOANS else []) + (["--full"] if args.full else [])
+    extra = ([f"--loans {args.loans}"] if args.loans != DEFAULT_LOANS else []) + (
+        ["--full"] if args.full else []
+    )
     return f"{SECTION} {' '.join(extra)}" if extra else SECTION
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m streams.dev.bench e2e", description=__doc__.split("\n")[0])
-    parser.add_argument("--loans", type=int, default=DEFAULT_LOANS, help="loans in the book (default 100,000)")
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.dev.bench e2e", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--loans", type=int, default=DEFAULT_LOANS, help="loans in the book (default 100,000)"
+    )
     parser.add_argument("--partitions", type=int, default=int(os.environ.get("DUEWATCH_PARTITIONS") or 12),
                         help="partitions per topic (default $DUEWATCH_PARTITIONS or 12)")  # fmt: skip
     parser.add_argument("--intake-window", type=float, default=150.0,
@@ -1077,10 +1130,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="wall-time budget of the whole run, seconds (default 600): when the intake and the "
                              "catch-up tick would not fit, the intake rate is taken over the window and the ticks "
                              "are skipped")  # fmt: skip
-    parser.add_argument("--full", action="store_true",
-                        help="ignore the budget: wait for the whole intake and catch-up (up to --hard-limit)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="ignore the budget: wait for the whole intake and catch-up (up to --hard-limit)",
+    )
     parser.add_argument("--hard-limit", type=float, default=3600.0, help="with --full: longest wait, seconds")
-    parser.add_argument("--timeout", type=float, default=600.0, help="longest other wait, seconds (default 600)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="longest other wait, seconds (default 600)"
+    )
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="sample the worker with py-spy during its intake, the catch-up and the midnight tick (each at "
                              "most SECONDS)")  # fmt: skip
@@ -1120,6 +1178,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--baseline":
         print(json.dumps(asyncio.run(baseline_loop(json.loads(sys.argv[2])))))
         sys.exit(0)
-    from .__main__ import write_section as _write
+    from .report import write_section as _write
 
     sys.exit(main(_write, sys.argv[1:]))

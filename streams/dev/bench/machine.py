@@ -25,4 +25,6 @@ def describe() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()} ({platform.system()})"
+    return (
+        f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()} ({platform.system()})"
+    )

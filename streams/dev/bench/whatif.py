@@ -72,7 +72,9 @@ def run() -> WhatIfResult:
         baseline = demo_policy(work)
         tight = work / "tight.toml"
         text = baseline.read_text(encoding="utf-8")
-        tight.write_text(re.sub(r"(?m)^collection_cap_per_day = \d+$", "collection_cap_per_day = 1", text), "utf-8")
+        tight.write_text(
+            re.sub(r"(?m)^collection_cap_per_day = \d+$", "collection_cap_per_day = 1", text), "utf-8"
+        )
         load = os.getloadavg()[0]
         whatif = _run([*duewatch_command("whatif"), "--input", str(book), "--baseline-policy", str(baseline),
                        "--policy", str(tight), "--set", "grace_days=3", "--json", str(work / "w.json"),
@@ -85,8 +87,10 @@ def run() -> WhatIfResult:
             report=report,
             changed=doc["changed_loans"]["count"],
             opened=(doc["baseline"]["episodes"]["opened"], doc["scenario"]["episodes"]["opened"]),
-            dropped=(doc["baseline"]["notifications"]["COLLECTION"]["DROPPED"],
-                     doc["scenario"]["notifications"]["COLLECTION"]["DROPPED"]),  # fmt: skip
+            dropped=(
+                doc["baseline"]["notifications"]["COLLECTION"]["DROPPED"],
+                doc["scenario"]["notifications"]["COLLECTION"]["DROPPED"],
+            ),  # fmt: skip
             html_bytes=(work / "w.html").stat().st_size,
             load=load,
         )

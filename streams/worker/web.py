@@ -1,0 +1,98 @@
+"""HTTP for operators: /health, /ready, /metrics and /loans/{loan_id} on the worker's web port.
+
+Faust's built-in /table and /router views are off (they would expose loan data and cluster
+layout). With DUEWATCH_API_TOKEN set, /loans/{loan_id} needs ``Authorization: Bearer <token>``.
+/health, /ready and /metrics stay open: Kubernetes probes and Prometheus scrapes cannot present
+a secret, and none of them carries loan data (metric labels are closed sets, never ids). /loans/{loan_id} is answered by whichever worker owns the
+loan's partition (Faust's table routing forwards the request there).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from ..contracts import codec
+from ..core import statecodec
+from ..core.config import EngineConfig
+from ..core.loan import wake_at
+from ..core.timeline import walk
+
+
+def authorized(request: Request, token: str | None) -> bool:
+    """True when no token is configured or the request carries it (constant-time compare)."""
+    if not token:
+        return True
+    header = request.headers.get("Authorization", "")
+    return header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode())
+
+
+def loan_view(raw: bytes, cfg: EngineConfig, recent: int = 20) -> dict[str, Any]:
+    """What an operator needs to see of one loan: where it stands and its recent transitions."""
+    state = statecodec.loads(raw)
+    carry = state.carry
+    latest = max(state.schedules, key=lambda s: s.revision) if state.schedules else None
+    events: list[dict[str, Any]] = []
+    if state.schedules and carry.cursor is not None:
+        horizon = carry.cursor
+        _, history = walk(
+            state.ledger(), state.origin, cfg, lambda at, _t: at <= horizon, state.retracted_ids()
+        )
+        events = [codec.to_json("OverdueEvent", e.to_dict()) for e in history[-recent:]]
+    next_wake = wake_at(state, cfg)
+    return {
+        "loan_id": state.loan_id,
+        "status": carry.status or (latest.status if latest else None),
+        "currency": latest.currency if latest else None,
+        "schedule_revisions": [s.revision for s in state.schedules],
+        "repayments": len(state.repayments),
+        "held_repayments": state.held,
+        "processed_until": carry.cursor.isoformat() if carry.cursor else None,
+        "open": carry.open,
+        "bucket": carry.bucket,
+        "total_overdue": carry.total_overdue,
+        "penalty_accrued": carry.penalty,
+        "late_fees": carry.late_fees,
+        "first_delinquency_date": carry.first_delinquency_date.isoformat()
+        if carry.first_delinquency_date
+        else None,
+        "next_wake_at": next_wake.isoformat() if next_wake else None,
+        "retracted_events": len(state.retracted),
+        "recent_transitions": events,
+    }
+
+
+def add_routes(
+    app: faust.App, loans: faust.types.TableT, cfg: EngineConfig, token: str | None, readiness
+) -> None:
+    """Register the operator routes on ``app``'s web server."""
+
+    def denied(web: View) -> Response:
+        return web.json({"error": "unauthorized"}, status=401)
+
+    @app.page("/health")
+    async def health(web: View, request: Request) -> Response:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: View, request: Request) -> Response:
+        ok = readiness()
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/loans/{loan_id}")
+    @app.table_route(table=loans, match_info="loan_id")
+    async def loan(web: View, request: Request, loan_id: str) -> Response:
+        if not authorized(request, token):
+            return denied(web)
+        raw = loans.get(loan_id.encode())
+        if raw is None:
+            return web.json({"error": "unknown loan"}, status=404)
+        return web.json(loan_view(raw, cfg))

@@ -1,0 +1,137 @@
+"""``streams.worker.faust_internals.acknowledge`` against Faust's own commit bookkeeping (no broker needed: the
+consumer object is created but never started)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import faust
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from streams.worker import faust_internals as intake
+
+
+def record(topic: str, partition: int, offset: int) -> ConsumerRecord:
+    return ConsumerRecord(topic, partition, offset, 0, 0, b"k", b"v", None, 1, 1, ())
+
+
+@pytest.fixture
+def app() -> faust.App:
+    return faust.App("intake-test", broker="kafka://127.0.0.1:1", store="memory://")
+
+
+def test_acknowledged_offsets_are_what_faust_commits(app: faust.App) -> None:
+    consumer = app.consumer
+    a, b = TP("loan.repayments", 0), TP("loan.repayments", 1)
+    consumer._committed_offset[a] = 10
+    records = [record(a.topic, 0, o) for o in (9, 10, 11, 12)] + [record(b.topic, 1, o) for o in (0, 1)]
+    intake.acknowledge(app, records)
+    assert consumer._n_acked == 5  # offset 9 is below the committed offset: already done
+    assert consumer._new_offset(a) == 13
+    assert consumer._new_offset(b) == 2
+
+
+def test_a_record_acknowledged_twice_counts_once(app: faust.App) -> None:
+    consumer = app.consumer
+    tp = TP("loan.schedules", 3)
+    intake.acknowledge(app, [record(tp.topic, 3, 0), record(tp.topic, 3, 1)])
+    intake.acknowledge(app, [record(tp.topic, 3, 1), record(tp.topic, 3, 2)])
+    assert consumer._n_acked == 3
+    assert consumer._new_offset(tp) == 3
+
+
+def test_a_hole_holds_the_commit_back(app: faust.App) -> None:
+    consumer = app.consumer
+    tp = TP("clock.ticks", 0)
+    consumer._committed_offset[tp] = 0
+    intake.acknowledge(app, [record(tp.topic, 0, 0), record(tp.topic, 0, 2)])
+    assert consumer._new_offset(tp) == 1  # offset 1 is not done: nothing past it is committed
+
+
+def test_a_batch_of_an_older_generation_is_not_current(app: faust.App) -> None:
+    app.flow_control.resume()
+    assert intake.current(app, intake.Batch(app.consumer_generation_id, []))
+    assert not intake.current(app, intake.Batch(app.consumer_generation_id + 1, []))
+    app.flow_control.suspend()  # a rebalance began: nothing fetched before it is handled
+    assert not intake.current(app, intake.Batch(app.consumer_generation_id, []))
+
+
+def test_the_worker_collects_garbage_less_often() -> None:
+    # In a process of its own: the tuning is for a worker's whole life, not pytest's.
+    probe = (
+        "import gc; from streams.cli import collect_garbage_less_often as tune; "
+        "before = gc.get_threshold()[0]; tune(); print(before, gc.get_threshold()[0], gc.get_freeze_count())"
+    )
+    before, after, frozen = map(
+        int, subprocess.check_output([sys.executable, "-c", probe], text=True).split()
+    )
+    assert after > before
+    assert frozen > 0
+
+
+async def _blocked_hand_over(app: faust.App) -> tuple[faust.ChannelT, asyncio.Task[bool]]:
+    """A channel whose agent's queue is full and a ``hand_over`` waiting to put one more."""
+    app.flow_control.resume()
+    channel = app.channel(maxsize=1)
+    subscriber = channel.clone(is_iterator=True)  # what an agent iterating the channel holds
+    await channel.put(intake.Batch(0, []))  # type: ignore[arg-type]
+    assert subscriber.queue.full()
+    task = asyncio.ensure_future(intake.hand_over(channel, intake.Batch(0, [record("t", 0, 1)])))
+    await asyncio.sleep(0.01)
+    assert not task.done(), "the queue is full: hand_over waits"
+    return subscriber, task
+
+
+async def test_a_queue_cleared_for_a_rebalance_drops_the_waiting_batch(app: faust.App) -> None:
+    # Found by the two-worker rebalance test: Faust clears its queues when a rebalance begins,
+    # which cancels a waiting put; the fetcher took that for its own cancellation and crashed.
+    subscriber, task = await _blocked_hand_over(app)
+    app.flow_control.clear()
+    assert await task is False
+    assert subscriber.queue.empty()
+
+
+async def test_stopping_the_fetcher_still_cancels_a_waiting_hand_over(app: faust.App) -> None:
+    _, task = await _blocked_hand_over(app)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_every_private_member_the_fenced_module_relies_on_is_still_there(tmp_path) -> None:
+    """An upgrade of Faust or aiokafka that moves one of these breaks the worker quietly (the
+    batched intake, the commit bookkeeping, the direct table access): this says which."""
+    import importlib
+    from importlib.metadata import version
+
+    import faust
+
+    for package, checked in intake.CHECKED_AGAINST.items():
+        assert version(package).startswith(checked + "."), (
+            f"{package} {version(package)}: checked against {checked}"
+        )
+    for owner, member in intake.ASSUMED:
+        module, _, name = owner.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        assert hasattr(cls, member), (
+            f"{owner}.{member} is gone: streams/worker/faust_internals.py relies on it"
+        )
+    app = faust.App("assumptions", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
+    for attribute in intake.CONSUMER_ATTRIBUTES:
+        assert hasattr(app.consumer, attribute), f"Faust's consumer has no {attribute} any more"
+    assert hasattr(faust.streams, "_current_event"), "faust.streams._current_event is gone"
+
+
+def test_the_pins_match_what_the_fenced_module_was_checked_against() -> None:
+    from tests.support.shared import REPO
+
+    config = (REPO / "pyproject.toml").read_text()
+    for package, checked in intake.CHECKED_AGAINST.items():
+        major, minor = checked.split(".")
+        if package == "mode-streaming":
+            continue  # Faust's own dependency, pinned by it
+        assert f">={checked}" in config and f"<{major}.{int(minor) + 1}" in config, package
