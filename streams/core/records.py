@@ -83,6 +83,8 @@ class LoanSchedule:
     # Its calendar plan once computed (``delinquency.plan_for``), kept because every tick of the
     # loan needs it and building the plan cache's key alone costs a pass over the instalments.
     plan_memo: Any = field(default=None, init=False, repr=False, compare=False)
+    # Its instalments' amounts due and running totals (``delinquency.amounts``): a memo.
+    amounts_memo: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

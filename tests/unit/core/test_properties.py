@@ -6,6 +6,9 @@
   sends to the DLQ: a reversal before its payment (same partition, so never reordered).
 - Duplicates change nothing.
 - Replaying the same records twice, or in another input order, gives identical ids.
+- After every record and tick, what the loan keeps incrementally (its ledger, extended a
+  repayment at a time, and its carry, stepped on from the last one) equals a walk from
+  scratch over its records.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from hypothesis import strategies as st
 
 from streams.core.config import EngineConfig
 from streams.core.dates import zone
+from streams.core.loan import LoanState, wake_at
 from streams.core.records import parse_repayment, parse_schedule
+from streams.core.timeline import Ledger, walk
 from streams.replay import replay
 from tests.support.builders import standing
 from tests.support.story import Stream
@@ -225,3 +230,36 @@ def test_replaying_twice_and_in_any_input_order_gives_identical_ids(data) -> Non
     ids = sorted(r["value"]["event_id"] for r in first if r["topic"] == "overdue.events")
     reordered = replay(shuffled, story["until"])
     assert sorted(o.value["event_id"] for o in reordered if o.topic == "overdue.events") == ids
+
+
+def _from_scratch(state: LoanState) -> tuple[Ledger, Any]:
+    """The loan's records indexed anew and walked from its origin to its cursor."""
+    ledger = Ledger(state.schedules, state.repayments, state.sealed.paid if state.sealed else 0)
+    cursor = state.carry.cursor
+    if cursor is None:
+        return ledger, state.origin
+    carry, _ = walk(ledger, state.origin, CFG, lambda at, timed: at <= cursor, state.retracted_ids())
+    return ledger, carry
+
+
+@PROPERTY
+@given(st.data())
+def test_the_incremental_state_equals_a_walk_from_scratch_after_every_record(data) -> None:
+    story = data.draw(loan_story())
+    stream = Stream("L", CFG)
+    for item in data.draw(delivery(story)):
+        if isinstance(item, datetime):
+            stream.tick(item)
+        else:
+            stream.feed(_parse(item))
+        state = stream.state
+        ledger, carry = _from_scratch(state)
+        kept = state.ledger()
+        assert {name: getattr(kept, name) for name in Ledger.__slots__} == {
+            name: getattr(ledger, name) for name in Ledger.__slots__
+        }
+        assert state.carry == carry
+        fresh = LoanState(
+            state.loan_id, state.schedules, state.repayments, carry, state.retracted, state.sealed
+        )
+        assert wake_at(state, CFG) == wake_at(fresh, CFG)
