@@ -8,13 +8,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # touched after a successful `pip install`; older than pyproject.toml -> reinstall
 VENV_STAMP := $(VENV)/.installed
+# touched after `make compile` ran; older than a streams/core source -> compile again
+NATIVE_STAMP := build/native.stamp
+CORE_SOURCES := $(wildcard streams/core/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status registry-build registry-up registry-down \
+.PHONY: help venv compile test-pure kafka-jars kafka-up kafka-down kafka-status registry-build registry-up registry-down \
 	registry-status asyncapi-tools lint test fuzz demo bench
 
 help:
-	@echo "make venv          create $(VENV) (python >= 3.11) and pip install -e '.[test]'"
+	@echo "make venv          create $(VENV) (python >= 3.11), pip install -e '.[test]', compile streams/core"
+	@echo "make compile       compile streams/core with mypyc into build/native (pure Python without a C compiler)"
 	@echo "make kafka-jars    fetch the Kafka broker jars from Maven Central (cached)"
 	@echo "make kafka-up      start the local single-node Kafka (KRaft) on 127.0.0.1:\$${KAFKA_PORT:-9092}"
 	@echo "make kafka-status  is it running?"
@@ -24,14 +28,15 @@ help:
 	@echo "make registry-status / registry-down"
 	@echo "make asyncapi-tools install the pinned AsyncAPI parser (tools/asyncapi, npm ci)"
 	@echo "make lint          ruff check and format --check, mypy (strict on streams/core)"
-	@echo "make test          lint + all tests (starts its own broker on free ports)"
+	@echo "make test          lint + all tests (starts its own broker on free ports), core tests also as pure Python"
+	@echo "make test-pure     the core's unit tests against its sources (DUEWATCH_PURE_PYTHON=1)"
 	@echo "make fuzz          the fuzz suite with 2,000 examples per property, and the poison records through the stream"
 	@echo "make demo          the end-to-end demo"
 	@echo "make bench         throughput benchmark"
 
 # --- python environment -------------------------------------------------------
 
-venv: $(VENV_STAMP)
+venv: $(VENV_STAMP) $(NATIVE_STAMP)
 
 $(VENV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -39,6 +44,21 @@ $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# --- the compiled core ------------------------------------------------------------
+# streams/core compiled by mypyc from these same sources into build/native (streams/dev/compile.py):
+# again whenever a core source is newer than the last build. streams/core/compiled.py loads the
+# build only when it was made from exactly the sources in the tree (SHA-256 of each), so an edited
+# source runs as Python until the next build, never as old compiled code. Without a C compiler
+# (or Python.h) the build says so in one line and the sources run: same results, slower.
+# DUEWATCH_PURE_PYTHON=1 runs the sources anyway.
+$(NATIVE_STAMP): $(VENV_STAMP) $(CORE_SOURCES)
+	$(PY) -m streams.dev.compile
+	@mkdir -p build && touch $@
+
+compile: $(VENV_STAMP)
+	$(PY) -m streams.dev.compile
+	@mkdir -p build && touch $(NATIVE_STAMP)
 
 # --- local Kafka ---------------------------------------------------------------
 
@@ -164,6 +184,11 @@ lint: venv
 
 test: venv kafka-jars registry-build asyncapi-tools tools lint
 	$(VENV)/bin/pytest -q
+	DUEWATCH_PURE_PYTHON=1 $(VENV)/bin/pytest -q tests/unit/core
+
+# The core's unit tests against its sources, whether or not a compiled build exists.
+test-pure: venv
+	DUEWATCH_PURE_PYTHON=1 $(VENV)/bin/pytest -q tests/unit/core
 
 # Hostile records at and beyond every bound of SPEC §2, many more examples than `make test` runs.
 fuzz: venv kafka-jars

@@ -228,6 +228,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     else:
         logging.config.dictConfig(config)
     quiet_kafka_client(cfg.kafka_log_level)
+    from . import core
+
+    logging.getLogger("streams.worker").info("decision core: %s", core.FORM.reason)
     # Topics first (idempotent): the broker does not auto-create them, and a worker that
     # starts against a fresh cluster should simply work.
     asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))

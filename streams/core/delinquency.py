@@ -115,6 +115,35 @@ class Position:
     dues: tuple[int, ...]  # each instalment's amount due
     tolerance: int
 
+    def __init__(
+        self,
+        dpd: int,
+        bucket: str,
+        oldest_index: int | None,
+        overdue_installments: int,
+        overdue_principal: int,
+        overdue_interest: int,
+        overdue_fee: int,
+        first_unpaid: int,
+        first_owed: int,
+        cut: int,
+        dues: tuple[int, ...],
+        tolerance: int,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "dpd", dpd)
+        object.__setattr__(self, "bucket", bucket)
+        object.__setattr__(self, "oldest_index", oldest_index)
+        object.__setattr__(self, "overdue_installments", overdue_installments)
+        object.__setattr__(self, "overdue_principal", overdue_principal)
+        object.__setattr__(self, "overdue_interest", overdue_interest)
+        object.__setattr__(self, "overdue_fee", overdue_fee)
+        object.__setattr__(self, "first_unpaid", first_unpaid)
+        object.__setattr__(self, "first_owed", first_owed)
+        object.__setattr__(self, "cut", cut)
+        object.__setattr__(self, "dues", dues)
+        object.__setattr__(self, "tolerance", tolerance)
+
     @property
     def total_overdue(self) -> int:
         """Outstanding of every past-due instalment."""

@@ -62,6 +62,69 @@ class OverdueEvent:
     retracts: str | None = None
     event_id: str = ""
 
+    def __init__(
+        self,
+        type: str,
+        loan_id: str,
+        borrower_id: str,
+        as_of: datetime,
+        as_of_date: date,
+        dpd: int,
+        bucket: str,
+        previous_bucket: str,
+        oldest_past_due_seq: int | None,
+        oldest_past_due_date: date | None,
+        first_delinquency_date: date | None,
+        overdue_installments: int,
+        overdue_principal: int,
+        overdue_interest: int,
+        overdue_fee: int,
+        total_overdue: int,
+        penalty_accrued: int,
+        late_fees: int,
+        currency: str,
+        schedule_revision: int,
+        loan_status: str,
+        timezone: str,
+        contact: Contact,
+        partners: tuple[str, ...],
+        due_seq: int | None = None,
+        due_date: date | None = None,
+        amount_due: int | None = None,
+        retracts: str | None = None,
+        event_id: str = "",
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "loan_id", loan_id)
+        object.__setattr__(self, "borrower_id", borrower_id)
+        object.__setattr__(self, "as_of", as_of)
+        object.__setattr__(self, "as_of_date", as_of_date)
+        object.__setattr__(self, "dpd", dpd)
+        object.__setattr__(self, "bucket", bucket)
+        object.__setattr__(self, "previous_bucket", previous_bucket)
+        object.__setattr__(self, "oldest_past_due_seq", oldest_past_due_seq)
+        object.__setattr__(self, "oldest_past_due_date", oldest_past_due_date)
+        object.__setattr__(self, "first_delinquency_date", first_delinquency_date)
+        object.__setattr__(self, "overdue_installments", overdue_installments)
+        object.__setattr__(self, "overdue_principal", overdue_principal)
+        object.__setattr__(self, "overdue_interest", overdue_interest)
+        object.__setattr__(self, "overdue_fee", overdue_fee)
+        object.__setattr__(self, "total_overdue", total_overdue)
+        object.__setattr__(self, "penalty_accrued", penalty_accrued)
+        object.__setattr__(self, "late_fees", late_fees)
+        object.__setattr__(self, "currency", currency)
+        object.__setattr__(self, "schedule_revision", schedule_revision)
+        object.__setattr__(self, "loan_status", loan_status)
+        object.__setattr__(self, "timezone", timezone)
+        object.__setattr__(self, "contact", contact)
+        object.__setattr__(self, "partners", partners)
+        object.__setattr__(self, "due_seq", due_seq)
+        object.__setattr__(self, "due_date", due_date)
+        object.__setattr__(self, "amount_due", amount_due)
+        object.__setattr__(self, "retracts", retracts)
+        object.__setattr__(self, "event_id", event_id)
+
     def content_key(self) -> str:
         """Every deterministic field but the id, in a fixed order: what the id hashes."""
         return "|".join(

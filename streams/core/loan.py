@@ -60,6 +60,10 @@ class Sealed:
         return self.carry.cursor
 
 
+#: Where a loan's walk starts when nothing is folded (one value: a carry is immutable).
+_START = Carry()
+
+
 @dataclass(frozen=True, slots=True)
 class LoanState:
     """Everything duewatch keeps about one loan."""
@@ -67,7 +71,7 @@ class LoanState:
     loan_id: str
     schedules: tuple[LoanSchedule, ...] = ()
     repayments: tuple[Repayment, ...] = ()
-    carry: Carry = Carry()
+    carry: Carry = _START
     # (event id, as_of) of every event retracted within the open history: a re-emitted event
     # must not reuse a retracted id; the instant says when the id can be forgotten.
     retracted: frozenset[tuple[str, datetime]] = frozenset()
@@ -75,6 +79,24 @@ class LoanState:
     # Its records indexed (``timeline.Ledger``), once built: a memo, not part of the value; a
     # state made by adding one repayment gets its ledger extended instead of rebuilt.
     ledger_memo: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        loan_id: str,
+        schedules: tuple[LoanSchedule, ...] = (),
+        repayments: tuple[Repayment, ...] = (),
+        carry: Carry = _START,
+        retracted: frozenset[tuple[str, datetime]] = frozenset(),
+        sealed: Sealed | None = None,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "loan_id", loan_id)
+        object.__setattr__(self, "schedules", schedules)
+        object.__setattr__(self, "repayments", repayments)
+        object.__setattr__(self, "carry", carry)
+        object.__setattr__(self, "retracted", retracted)
+        object.__setattr__(self, "sealed", sealed)
+        object.__setattr__(self, "ledger_memo", None)
 
     @property
     def held(self) -> bool:
@@ -84,13 +106,15 @@ class LoanState:
     @property
     def origin(self) -> Carry:
         """Where a walk of the loan's open history starts: its fold point, or the beginning."""
-        return self.sealed.carry if self.sealed is not None else Carry()
+        return self.sealed.carry if self.sealed is not None else _START
 
     def ledger(self) -> Ledger:
         """The loan's kept records, indexed (on the total folded before them)."""
         memo: Ledger | None = self.ledger_memo
         if memo is None:
-            memo = Ledger(self.schedules, self.repayments, self.sealed.paid if self.sealed is not None else 0)
+            memo = Ledger.of(
+                self.schedules, self.repayments, self.sealed.paid if self.sealed is not None else 0
+            )
             object.__setattr__(self, "ledger_memo", memo)
         return memo
 
@@ -119,6 +143,21 @@ class Outcome:
     rejected: tuple[Rejection, ...] = ()
     duplicate: bool = False
     wake_at: datetime | None = None
+
+    def __init__(
+        self,
+        state: LoanState,
+        events: tuple[OverdueEvent, ...] = (),
+        rejected: tuple[Rejection, ...] = (),
+        duplicate: bool = False,
+        wake_at: datetime | None = None,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "events", events)
+        object.__setattr__(self, "rejected", rejected)
+        object.__setattr__(self, "duplicate", duplicate)
+        object.__setattr__(self, "wake_at", wake_at)
 
 
 def new_loan(loan_id: str) -> LoanState:

@@ -43,6 +43,21 @@ class Installment:
     interest: int
     fee: int
 
+    def __init__(
+        self,
+        seq: int,
+        due_date: date,
+        principal: int,
+        interest: int,
+        fee: int,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "due_date", due_date)
+        object.__setattr__(self, "principal", principal)
+        object.__setattr__(self, "interest", interest)
+        object.__setattr__(self, "fee", fee)
+
     @property
     def amount_due(self) -> int:
         """Principal + interest + fee (SPEC §3)."""
@@ -55,6 +70,15 @@ class Contact:
 
     locale: str
     channels: tuple[str, ...]
+
+    def __init__(
+        self,
+        locale: str,
+        channels: tuple[str, ...],
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "locale", locale)
+        object.__setattr__(self, "channels", channels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +110,46 @@ class LoanSchedule:
     # Its instalments' amounts due and running totals (``delinquency.amounts``): a memo.
     amounts_memo: Any = field(default=None, init=False, repr=False, compare=False)
 
+    def __init__(
+        self,
+        loan_id: str,
+        borrower_id: str,
+        revision: int,
+        effective_at: datetime,
+        currency: str,
+        timezone: str,
+        status: str,
+        installments: tuple[Installment, ...],
+        grace_days: int = 0,
+        tolerance: int = 0,
+        penalty_rate_bps: int = 0,
+        late_fee: int = 0,
+        business_day_convention: str = "NONE",
+        calendar: str | None = None,
+        partners: tuple[str, ...] = (),
+        contact: Contact = Contact("zh-CN", ()),
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "loan_id", loan_id)
+        object.__setattr__(self, "borrower_id", borrower_id)
+        object.__setattr__(self, "revision", revision)
+        object.__setattr__(self, "effective_at", effective_at)
+        object.__setattr__(self, "currency", currency)
+        object.__setattr__(self, "timezone", timezone)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "installments", installments)
+        object.__setattr__(self, "grace_days", grace_days)
+        object.__setattr__(self, "tolerance", tolerance)
+        object.__setattr__(self, "penalty_rate_bps", penalty_rate_bps)
+        object.__setattr__(self, "late_fee", late_fee)
+        object.__setattr__(self, "business_day_convention", business_day_convention)
+        object.__setattr__(self, "calendar", calendar)
+        object.__setattr__(self, "partners", partners)
+        object.__setattr__(self, "contact", contact)
+        object.__setattr__(self, "stored_form", None)
+        object.__setattr__(self, "plan_memo", None)
+        object.__setattr__(self, "amounts_memo", None)
+
 
 @dataclass(frozen=True, slots=True)
 class Repayment:
@@ -102,6 +166,28 @@ class Repayment:
     # Its stored form once encoded (``statecodec``): a loan's state is written again after every
     # record, its earlier repayments unchanged. A memo: not part of the value.
     stored_form: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        payment_id: str,
+        loan_id: str,
+        amount: int,
+        currency: str,
+        paid_at: datetime,
+        channel: str,
+        kind: str,
+        reverses: str | None = None,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "payment_id", payment_id)
+        object.__setattr__(self, "loan_id", loan_id)
+        object.__setattr__(self, "amount", amount)
+        object.__setattr__(self, "currency", currency)
+        object.__setattr__(self, "paid_at", paid_at)
+        object.__setattr__(self, "channel", channel)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "reverses", reverses)
+        object.__setattr__(self, "stored_form", None)
 
 
 @dataclass(frozen=True, slots=True)

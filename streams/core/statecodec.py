@@ -155,6 +155,25 @@ class Summary:
     overdue: int  # minor units overdue in the open episode
     held: bool  # repayments wait for a schedule
 
+    def __init__(
+        self,
+        wake_at: datetime | None,
+        settle: timedelta,
+        hold: timedelta,
+        bucket: str | None,
+        currency: str | None,
+        overdue: int,
+        held: bool,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "wake_at", wake_at)
+        object.__setattr__(self, "settle", settle)
+        object.__setattr__(self, "hold", hold)
+        object.__setattr__(self, "bucket", bucket)
+        object.__setattr__(self, "currency", currency)
+        object.__setattr__(self, "overdue", overdue)
+        object.__setattr__(self, "held", held)
+
     @classmethod
     def of(cls, state: LoanState, wake_at: datetime | None, cfg: EngineConfig) -> Summary:
         """The summary of ``state`` whose next wake-up under ``cfg`` is ``wake_at``."""

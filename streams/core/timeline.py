@@ -52,31 +52,87 @@ class Carry:
     # the carry as it was, and the state is written again. A memo: not part of the value.
     stored_form: Any = field(default=None, init=False, repr=False, compare=False)
 
+    def __init__(
+        self,
+        cursor: datetime | None = None,
+        status: str | None = None,
+        open: bool = False,
+        bucket: str = "M0",
+        first_delinquency_date: date | None = None,
+        penalty: int = 0,
+        late_fees: int = 0,
+        fee_seqs: frozenset[int] = frozenset(),
+        daily_penalty: int = 0,
+        terminal: bool = False,
+        timed_next: datetime | None = None,
+        total_overdue: int = 0,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        object.__setattr__(self, "cursor", cursor)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "open", open)
+        object.__setattr__(self, "bucket", bucket)
+        object.__setattr__(self, "first_delinquency_date", first_delinquency_date)
+        object.__setattr__(self, "penalty", penalty)
+        object.__setattr__(self, "late_fees", late_fees)
+        object.__setattr__(self, "fee_seqs", fee_seqs)
+        object.__setattr__(self, "daily_penalty", daily_penalty)
+        object.__setattr__(self, "terminal", terminal)
+        object.__setattr__(self, "timed_next", timed_next)
+        object.__setattr__(self, "total_overdue", total_overdue)
+        object.__setattr__(self, "stored_form", None)
 
+
+@dataclass(slots=True)
 class Ledger:
     """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'.
 
     Kept on the loan's state (``LoanState.ledger``) and extended by one repayment at a time
     (``plus``): a loan takes a record at a time, and building the index from all its records for
-    each one cost more than deciding on it."""
+    each one cost more than deciding on it. Built by :meth:`of` from a loan's records."""
 
-    __slots__ = (
-        "points",
-        "in_effect",
-        "pay_points",
-        "paid_totals",
-        "base",
-        "record_instants",
-        "first_effective",
-        "payments",
-        "gross",
-    )
+    points: list[datetime]  # the distinct effective_at instants, in order
+    in_effect: list[LoanSchedule]  # the schedule in effect from each point on
+    pay_points: list[datetime]  # the distinct paid_at instants, in order
+    paid_totals: list[int]  # the payments in effect from each pay point on
+    base: int  # the payments folded before the ledger's first instant
+    record_instants: list[datetime]  # where a record takes effect, from the first effective_at on
+    first_effective: datetime | None
+    #: The kept repayments by payment id (duplicates and reversals look them up).
+    payments: dict[str, Repayment]
+    #: The kept PAYMENT amounts added up (SPEC §2's bound on a loan's sums).
+    gross: int
 
     def __init__(
-        self, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment], base_paid: int = 0
+        self,
+        points: list[datetime],
+        in_effect: list[LoanSchedule],
+        pay_points: list[datetime],
+        paid_totals: list[int],
+        base: int,
+        record_instants: list[datetime],
+        first_effective: datetime | None,
+        payments: dict[str, Repayment],
+        gross: int,
     ) -> None:
-        """``base_paid``: the payments in effect at the loan's fold point, folded into one total
-        (``loan.Sealed``); the ledger then answers for instants after that point only."""
+        # Written out rather than generated: mypyc compiles this one (streams/core/compiled.py).
+        self.points = points
+        self.in_effect = in_effect
+        self.pay_points = pay_points
+        self.paid_totals = paid_totals
+        self.base = base
+        self.record_instants = record_instants
+        self.first_effective = first_effective
+        self.payments = payments
+        self.gross = gross
+
+    @classmethod
+    def of(
+        cls, schedules: Sequence[LoanSchedule], repayments: Sequence[Repayment], base_paid: int = 0
+    ) -> Ledger:
+        """The index of a loan's kept records. ``base_paid``: the payments in effect at the loan's
+        fold point, folded into one total (``loan.Sealed``); the ledger then answers for instants
+        after that point only."""
         if len(schedules) == 1:
             points, in_effect = [schedules[0].effective_at], list(schedules)
         else:
@@ -99,24 +155,15 @@ class Ledger:
         for point in pay_points:
             total += deltas[point]
             paid.append(total)
-        self.points = points
-        self.in_effect = in_effect
-        self.pay_points = pay_points
-        self.paid_totals = paid
-        self.base = base_paid
-        self.first_effective: datetime | None = points[0] if points else None
         instants = sorted(set(points).union(pay_points)) if pay_points else points
         if points and instants[0] < points[0]:
             instants = instants[bisect_left(instants, points[0]) :]
-        self.record_instants: list[datetime] = instants
-        #: The kept repayments by payment id (duplicates and reversals look them up).
-        self.payments: dict[str, Repayment] = {r.payment_id: r for r in repayments}
-        #: The kept PAYMENT amounts added up (SPEC §2's bound on a loan's sums).
-        self.gross = gross
+        payments = {r.payment_id: r for r in repayments}
+        first = points[0] if points else None
+        return cls(points, in_effect, pay_points, paid, base_paid, instants, first, payments, gross)
 
     def plus(self, repayment: Repayment) -> Ledger:
         """This ledger with ``repayment`` added (the lists copied, the rest shared)."""
-        out = Ledger.__new__(Ledger)
         t = repayment.paid_at
         delta = repayment.amount if repayment.kind == PAYMENT else -repayment.amount
         pay_points, paid = list(self.pay_points), list(self.paid_totals)
@@ -135,12 +182,17 @@ class Ledger:
             j = bisect_left(instants, t)
             if j == len(instants) or instants[j] != t:
                 instants = [*instants[:j], t, *instants[j:]]
-        out.points, out.in_effect, out.base = self.points, self.in_effect, self.base
-        out.pay_points, out.paid_totals = pay_points, paid
-        out.first_effective, out.record_instants = first, instants
-        out.payments = {**self.payments, repayment.payment_id: repayment}
-        out.gross = self.gross + (repayment.amount if repayment.kind == PAYMENT else 0)
-        return out
+        return Ledger(
+            self.points,
+            self.in_effect,
+            pay_points,
+            paid,
+            self.base,
+            instants,
+            first,
+            {**self.payments, repayment.payment_id: repayment},
+            self.gross + (repayment.amount if repayment.kind == PAYMENT else 0),
+        )
 
     def schedule_at(self, t: datetime) -> LoanSchedule | None:
         """The schedule in effect at ``t``: the highest revision whose effective_at ≤ t."""

@@ -73,7 +73,7 @@ def worst_delinquency(state: LoanState, until: datetime, cfg: EngineConfig) -> t
     """
     if not state.schedules:
         return 0, cfg.buckets.of(0)
-    ledger = Ledger(state.schedules, state.repayments)
+    ledger = Ledger.of(state.schedules, state.repayments)
     first = ledger.first_effective
     if first is None or first > until:
         return 0, cfg.buckets.of(0)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from ...core import FORM
 from ...core.config import EngineConfig
 from ...core.loan import LoanState, apply_repayment, apply_schedule, new_loan, tick
 from ...core.records import LoanSchedule, parse_repayment, parse_schedule
@@ -124,6 +125,7 @@ def report(r: CoreResult) -> str:
     """The BENCHMARKS.md section."""
     return "\n".join(
         [
+            f"streams.core: {FORM.reason}.",
             f"Book: {r.loans:,} loans, {r.schedules:,} schedules and {r.repayments:,} repayments over 90 days;",
             f"{r.ticks:,} ticks (00:01:01 and 09:01:01 daily) emitted {r.transitions:,} events in all.",
             "",
