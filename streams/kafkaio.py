@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from .contracts import codec
+from .contracts import codec, framing
 from .contracts import topics as names
 from .settings import Settings
 
@@ -227,11 +227,15 @@ def render(topic: str, message: Any) -> dict[str, Any]:
         "headers": {k: v.decode("utf-8", "replace") for k, v in (message.headers or ())},
     }
     if record_type is not None and topic != names.DLQ:
-        try:
-            out["value"] = codec.to_json(record_type, codec.decode(record_type, message.value))
-            return out
-        except codec.DecodeError:
-            pass
+        # In registry mode (SPEC §6) duewatch's outputs are framed: the body after the schema id
+        # is written with one of duewatch's own schemas, which codec.decode knows (every release).
+        data = message.value
+        for candidate in (data[framing.HEADER_SIZE :], data) if framing.framed(data) else (data,):
+            try:
+                out["value"] = codec.to_json(record_type, codec.decode(record_type, candidate))
+                return out
+            except codec.DecodeError:
+                pass
     out["value_b64"] = base64.b64encode(message.value or b"").decode()
     return out
 
