@@ -113,8 +113,9 @@ def create_app(cfg: Settings) -> faust.App:
     # One framing and one set of SPEC §1 headers for every record the worker writes.
     wire = Wire(cfg.app_id, schema_registry.from_settings(cfg), cfg.topic_prefix)
     tracing = Tracing.from_env(cfg.app_id)
+    engine = cfg.engine  # built once: every state write encodes with it
     detector = Detector(
-        cfg.engine, lambda partition, loan_id: stores[LOANS].get(partition, loan_id.encode()), book=book,
+        engine, lambda partition, loan_id: stores[LOANS].get(partition, loan_id.encode()), book=book,
         set_aside=set_aside, max_record_bytes=cfg.max_record_bytes,
         max_tick_ahead=timedelta(seconds=cfg.max_tick_ahead) if cfg.max_tick_ahead else None, wire=wire,
     )  # fmt: skip
@@ -139,7 +140,7 @@ def create_app(cfg: Settings) -> faust.App:
     tally = Tally(m)
     ctx = Context(
         app, cfg, m, detector, loan_routers, notifier, digests, set_aside, Gate(), Quiet(),
-        checkpoint=lambda: Checkpoint(app, physical, stores, lambda t, v: encode(t, v, cfg.engine), tally, forget,
+        checkpoint=lambda: Checkpoint(app, physical, stores, lambda t, v: encode(t, v, engine), tally, forget,
                                       lambda step, exc: failed(step.record, step.topic, exc)),
         wire=wire, tracing=tracing,
     )  # fmt: skip
@@ -180,7 +181,7 @@ def create_app(cfg: Settings) -> faust.App:
     app.timer(1.0)(_async(lifecycle.publish_gauges))
     for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
-    add_routes(app, tables[LOANS], cfg.engine, cfg.api_token, ctx.readiness)
+    add_routes(app, tables[LOANS], engine, cfg.api_token, ctx.readiness)
     if cfg.ticker_enabled:
         add_ticker(app, cfg, outputs[names.TICKS], tracing)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from ...core.config import EngineConfig
 from ...core.loan import LoanState, apply_repayment, apply_schedule, new_loan, tick
@@ -43,7 +43,7 @@ def run(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
     book = generate(loans, start, days, seed)
     parsed = [
         (
-            r.event_time,
+            r.event_time.astimezone(UTC),  # the worker's clock and records are UTC instants
             r.topic,
             parse_schedule(r.value) if r.topic == "loan.schedules" else parse_repayment(r.value),
         )
@@ -57,7 +57,7 @@ def run(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
     for n in range((start + timedelta(days=days) - first_day).days + 1):
         day = first_day + timedelta(days=n)
         for hh, mm in ((0, 1), (9, 1)):
-            tick_times.append(datetime(day.year, day.month, day.day, hh, mm, 1, tzinfo=tz))
+            tick_times.append(datetime(day.year, day.month, day.day, hh, mm, 1, tzinfo=tz).astimezone(UTC))
     schedule_s = repayment_s = tick_s = 0.0
     schedules = repayments = transitions = ticks = 0
     t_index = 0
