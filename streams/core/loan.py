@@ -84,7 +84,7 @@ class LoanState:
     @property
     def origin(self) -> Carry:
         """Where a walk of the loan's open history starts: its fold point, or the beginning."""
-        return self.sealed.carry if self.sealed is not None else Carry()
+        return self.sealed.carry if self.sealed is not None else _START
 
     def ledger(self) -> Ledger:
         """The loan's kept records, indexed (on the total folded before them)."""
@@ -100,6 +100,7 @@ class LoanState:
 
 
 _NONE: frozenset[str] = frozenset()
+_START = Carry()  # a walk from the beginning (one value: building a carry is not free)
 
 
 @dataclass(frozen=True, slots=True)
