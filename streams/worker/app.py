@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from ..contracts import topics as names
+from ..contracts.partitioning import partition_of
 from ..core.routing.engine import BUREAU, COLLECTIONS, LEDGERS, NOTIFICATIONS, PARTNERS
 from ..logs import logging_config
 from ..policy_loader import load_policy
@@ -170,7 +171,8 @@ def create_app(cfg: Settings) -> faust.App:
     app.timer(1.0)(_async(lifecycle.publish_gauges))
     for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
-    add_routes(app, tables[LOANS], cfg.engine, cfg.api_token, lambda: ctx.ready)
+    add_routes(app, tables[LOANS], cfg.engine, cfg.api_token, lambda: ctx.ready,
+               lambda loan_id: detector.clocks.get(partition_of(loan_id.encode(), cfg.partitions)))  # fmt: skip
     if cfg.ticker_enabled:
         add_ticker(app, cfg, outputs[names.TICKS])
     return app
