@@ -329,7 +329,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The commands that talk to Kafka with plain aiokafka clients (streams.kafkaio).
-KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate", "release", "dlq"})
+KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate", "release", "dlq", "verify"})
 
 
 def _against_kafka(args: argparse.Namespace) -> int:
@@ -452,6 +452,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .audit import verify_topic
+    from .contracts.topics import BUREAU
+    from .kafkaio import logical_name
+
+    cfg = _settings()
+    if logical_name(args.topic, cfg) != BUREAU:
+        print(f"duewatch verify: {args.topic} carries no hash chains; verify reads {BUREAU} (SPEC §7.1)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    _quiet_kafka_client()
+    result = asyncio.run(verify_topic(cfg, args.from_beginning, args.timeout, args.idle_timeout))
+    for line in result.lines():
+        print(line)
+    return 0 if result.holds else 1
+
+
+def _cmd_standing(args: argparse.Namespace) -> int:
+    from .audit import standing_from_records
+    from .contracts import jsonform
+    from .replay import load_input
+
+    print(jsonform.dumps(standing_from_records(load_input(args.input), args.loan, args.as_of).to_json()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="duewatch", description="Real-time loan-overdue detector.")
@@ -560,6 +588,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --from-topic: give up after S seconds without an answer (15)",
     )
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("verify", help="verify the bureau records' hash chains; the heads digest (SPEC §7.1)")
+    p.add_argument("topic", metavar="TOPIC", help="bureau.records")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="every record from the topic's beginning (without it: follow new records, as consume)")  # fmt: skip
+    p.add_argument("--idle-timeout", type=_speed, default=5.0,
+                   help="without --from-beginning: stop after S seconds without a record (5)")  # fmt: skip
+    p.add_argument(
+        "--timeout", type=_speed, default=15.0, help="give up after S seconds without an answer (15)"
+    )
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("standing", help="a loan's standing at an instant, from a replay file (SPEC §7.2)")
+    p.add_argument("--input", required=True, help="replay input: JSON lines {topic, key, value}")
+    p.add_argument("--loan", required=True, metavar="ID", help="the loan id")
+    p.add_argument("--as-of", required=True, type=_instant, metavar="INSTANT", help="ISO-8601 with an offset")
+    p.set_defaults(func=_cmd_standing)
     return parser
 
 

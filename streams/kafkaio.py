@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from .contracts import codec, framing
@@ -126,8 +127,10 @@ async def create_topics(
     async with started(AIOKafkaAdminClient(**cfg.kafka_kwargs())) as admin:
         existing = set(await admin.list_topics())
         count = partitions or cfg.partitions
+        required = {cfg.topic(t): names.TOPIC_CONFIGS[t] for t in topics if t in names.TOPIC_CONFIGS}
         wanted = [
-            NewTopic(name, num_partitions=count, replication_factor=cfg.replication)
+            NewTopic(name, num_partitions=count, replication_factor=cfg.replication,
+                     topic_configs=required.get(name, {}))
             for name in [*(cfg.topic(t) for t in topics), *physical]
             if name not in existing
         ] + [
@@ -142,7 +145,44 @@ async def create_topics(
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
+        await ensure_topic_configs(admin, {name: c for name, c in required.items() if name not in created})
     return created
+
+
+#: DescribeConfigs' config_source of a per-topic override (v1 and later; v0 has is_default instead).
+_DYNAMIC_TOPIC_CONFIG = 1
+
+
+async def ensure_topic_configs(
+    admin: AIOKafkaAdminClient, required: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """Give topics that already exist the configs duewatch requires (``topics.TOPIC_CONFIGS``): a
+    deployment created before a requirement was added gets it at its next ``topics create``.
+    AlterConfigs replaces a topic's whole set of overrides, so the ones it has are sent along.
+    Returns the topics changed."""
+    if not required:
+        return []
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in required]
+    changed: list[str] = []
+    for response in await admin.describe_configs(resources):
+        v0 = response.API_VERSION == 0
+        for error_code, message, _kind, name, entries in response.resources:
+            if error_code:
+                raise RuntimeError(f"cannot read the configs of topic {name}: {message or error_code}")
+            current = {entry[0]: entry[1] for entry in entries}
+            if all(current.get(key) == value for key, value in required[name].items()):
+                continue
+            overrides = {entry[0]: entry[1] for entry in entries
+                         if (not entry[3] if v0 else entry[3] == _DYNAMIC_TOPIC_CONFIG)}  # fmt: skip
+            update = ConfigResource(ConfigResourceType.TOPIC, name, {**overrides, **required[name]})
+            for answer in await admin.alter_configs([update]):
+                for alter_error, alter_message, *_ in answer.resources:
+                    if alter_error:
+                        raise RuntimeError(
+                            f"cannot set the configs of topic {name}: {alter_message or alter_error}"
+                        )
+            changed.append(name)
+    return changed
 
 
 async def register_schemas(cfg: Settings) -> dict[str, int]:

@@ -16,6 +16,7 @@ import faust
 
 from ..contracts import registry as schema_registry
 from ..contracts import topics as names
+from ..contracts.partitioning import partition_of
 from ..core.routing.engine import BUREAU, COLLECTIONS, LEDGERS, NOTIFICATIONS, PARTNERS
 from ..logs import logging_config
 from ..policy_loader import load_policy
@@ -181,7 +182,8 @@ def create_app(cfg: Settings) -> faust.App:
     app.timer(1.0)(_async(lifecycle.publish_gauges))
     for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
-    add_routes(app, tables[LOANS], engine, cfg.api_token, ctx.readiness)
+    add_routes(app, tables[LOANS], engine, cfg.api_token, ctx.readiness,
+               lambda loan_id: detector.clocks.get(partition_of(loan_id.encode(), cfg.partitions)))  # fmt: skip
     if cfg.ticker_enabled:
         add_ticker(app, cfg, outputs[names.TICKS], tracing)
     return app
