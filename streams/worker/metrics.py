@@ -30,6 +30,13 @@ class Metrics:
         self.records_consumed = Counter(
             "duewatch_records_consumed", "Input records consumed, by topic.", ["topic"], registry=r
         )
+        self.input_misrouted = Counter(
+            "duewatch_input_misrouted",
+            "Input records that arrived on a partition other than their key's by murmur2 and were forwarded "
+            "through the re-key topic (SPEC §1), by topic.",
+            ["topic"],
+            registry=r,
+        )
         self.invalid_records = Counter(
             "duewatch_invalid_records",
             "Records refused by decoding or validation, by reason.",

@@ -16,6 +16,7 @@ from __future__ import annotations
 METRIC_NAMES: frozenset[str] = frozenset(
     {
         "duewatch_records_consumed_total",
+        "duewatch_input_misrouted_total",
         "duewatch_invalid_records_total",
         "duewatch_dlq_records_total",
         "duewatch_overdue_events_total",
@@ -43,6 +44,7 @@ HISTOGRAMS: frozenset[str] = frozenset({"duewatch_detection_lag_seconds", "duewa
 #: The labels of each metric (histogram buckets also carry ``le``).
 METRIC_LABELS: dict[str, frozenset[str]] = {
     "duewatch_records_consumed_total": frozenset({"topic"}),
+    "duewatch_input_misrouted_total": frozenset({"topic"}),
     "duewatch_invalid_records_total": frozenset({"reason"}),
     "duewatch_dlq_records_total": frozenset({"source_topic"}),
     "duewatch_overdue_events_total": frozenset({"type"}),
@@ -67,6 +69,9 @@ METRIC_LABELS: dict[str, frozenset[str]] = {
 LABEL_VALUES: dict[tuple[str, str], frozenset[str]] = {
     ("duewatch_records_consumed_total", "topic"): frozenset(
         {"loan.schedules", "loan.repayments", "clock.ticks", "bureau.disputes", "overdue.events"}
+    ),
+    ("duewatch_input_misrouted_total", "topic"): frozenset(
+        {"loan.schedules", "loan.repayments", "bureau.disputes", "duewatch.control"}
     ),
     ("duewatch_overdue_events_total", "type"): frozenset(
         {"OVERDUE_OPENED", "BUCKET_CHANGED", "OVERDUE_CURED", "WRITTEN_OFF", "DUE_SOON", "OVERDUE_RETRACTED"}
