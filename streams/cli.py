@@ -217,8 +217,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from faust.cli.base import prepare_app
 
     from .kafkaio import create_topics
-    from .logs import logging_config, quiet_kafka_client
+    from .logs import damp_kafka_client, logging_config, quiet_kafka_client
     from .worker.app import create_app
+    from .worker.outage import Worker
     from .worker.tables import changelog_topics, internal_topics
 
     cfg = _settings()
@@ -232,9 +233,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # starts against a fresh cluster should simply work.
     asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
     app = create_app(cfg)
+    damp_kafka_client()  # after create_app: every aiokafka module is imported by then
     prepare_app(app, "streams.worker.app")
     collect_garbage_less_often()
-    worker = app.Worker(loglevel=cfg.log_level)
+    worker = Worker(app, loglevel=cfg.log_level)
     worker.execute_from_commandline()
     return 0
 

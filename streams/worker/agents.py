@@ -89,7 +89,13 @@ class Context:
     gate: Gate
     quiet: Quiet
     checkpoint: Callable[[], Checkpoint]  # a fresh checkpoint for each batch
-    ready: bool = False
+    ready: bool = False  # partitions assigned and their tables recovered
+    broker_reachable: bool = True  # a broker answered lately (``outage.BrokerWatch``)
+
+    @property
+    def serving(self) -> bool:
+        """What ``/ready`` and ``duewatch_ready`` say: recovered, and the broker answers."""
+        return self.ready and self.broker_reachable
 
 
 def failed(record: Any, logical: str, exc: BaseException) -> Effects:

@@ -27,6 +27,7 @@ from .detector import Detector
 from .gate import Gate
 from .lifecycle import Lifecycle
 from .metrics import BookGauges, Tally, add_faust_sensors, metrics
+from .outage import BrokerWatch
 from .routers import LoanRouters, Notifier, PartnerDigests
 from .tables import ASIDE, LOANS, NOTIFY_BY_BORROWER, PARTNER_ITEMS, REKEY, TABLES, encode, internal_topics
 from .ticker import add_ticker
@@ -170,7 +171,8 @@ def create_app(cfg: Settings) -> faust.App:
     app.timer(1.0)(_async(lifecycle.publish_gauges))
     for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
-    add_routes(app, tables[LOANS], cfg.engine, cfg.api_token, lambda: ctx.ready)
+    add_routes(app, tables[LOANS], cfg.engine, cfg.api_token, lambda: ctx.serving)
+    tables[LOANS].on_recover(BrokerWatch(ctx, lambda: faust_internals.cluster_metadata(app)).start)
     if cfg.ticker_enabled:
         add_ticker(app, cfg, outputs[names.TICKS])
     return app

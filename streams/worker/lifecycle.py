@@ -87,7 +87,7 @@ class Lifecycle:
             log.exception("rebuilding the wake-up index failed")
         finally:
             ctx.ready = True
-            ctx.metrics.ready.set(1)
+            ctx.metrics.ready.set(1 if ctx.serving else 0)
             ctx.metrics.recovering.set(0)
 
     def publish_gauges(self) -> None:

@@ -96,7 +96,9 @@ class Metrics:
             "duewatch_held_repayments", "Loans holding repayments that wait for a schedule.", registry=r
         )
         self.ready = Gauge(
-            "duewatch_ready", "1 when partitions are assigned and table recovery has finished.", registry=r
+            "duewatch_ready",
+            "1 when partitions are assigned, table recovery has finished and the broker answers (/ready).",
+            registry=r,
         )
         self.recovering = Gauge("duewatch_recovery_in_progress", "1 while table recovery runs.", registry=r)
 
