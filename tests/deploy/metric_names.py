@@ -23,7 +23,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "duewatch_routed_records_total",
         "duewatch_loans_tracked",
         "duewatch_open_delinquencies",
-        "duewatch_overdue_amount",
+        "duewatch_overdue_amount_minor_units",
         "duewatch_tick_lag_seconds",
         "duewatch_last_tick_timestamp_seconds",
         "duewatch_detection_lag_seconds",
@@ -51,10 +51,10 @@ METRIC_LABELS: dict[str, frozenset[str]] = {
     "duewatch_routed_records_total": frozenset({"sink"}),
     "duewatch_loans_tracked": frozenset(),
     "duewatch_open_delinquencies": frozenset({"bucket"}),
-    "duewatch_overdue_amount": frozenset({"bucket", "currency"}),
+    "duewatch_overdue_amount_minor_units": frozenset({"bucket", "currency"}),
     "duewatch_tick_lag_seconds": frozenset(),
     "duewatch_last_tick_timestamp_seconds": frozenset(),
-    "duewatch_detection_lag_seconds": frozenset(),
+    "duewatch_detection_lag_seconds": frozenset({"timing"}),
     "duewatch_tick_handling_seconds": frozenset(),
     "duewatch_consumer_lag": frozenset({"topic", "partition"}),
     "duewatch_held_repayments": frozenset(),
@@ -79,8 +79,9 @@ LABEL_VALUES: dict[tuple[str, str], frozenset[str]] = {
     ("duewatch_routed_records_total", "sink"): frozenset(
         {"notify.requests", "bureau.records", "partner.shares", "collections.tasks"}
     ),
+    ("duewatch_detection_lag_seconds", "timing"): frozenset({"live", "history"}),
     ("duewatch_open_delinquencies", "bucket"): frozenset({f"M{i}" for i in range(1, 8)}),
-    ("duewatch_overdue_amount", "bucket"): frozenset({f"M{i}" for i in range(1, 8)}),
+    ("duewatch_overdue_amount_minor_units", "bucket"): frozenset({f"M{i}" for i in range(1, 8)}),
 }
 
 #: Metrics that come from Prometheus itself, not from the worker.
