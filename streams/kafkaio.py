@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from .contracts import codec
 from .contracts import topics as names
@@ -64,6 +70,11 @@ async def started(client: Any, timeout: float = DEFAULT_TIMEOUT) -> AsyncIterato
             await asyncio.wait_for(stop(), timeout)
 
 
+#: Seconds a topic must stay unknown to the cluster before a command says it does not exist
+#: (a broker learns of a new topic a moment after the controller created it).
+MISSING_AFTER = 1.0
+
+
 class TopicMissing(RuntimeError):
     """A topic the command reads does not exist (``duewatch topics create`` makes them)."""
 
@@ -76,17 +87,35 @@ async def topic_partitions(
     Raises :class:`TopicMissing` for a topic the cluster does not have: a command fails at once
     instead of waiting for metadata that never comes."""
     wanted = list(dict.fromkeys(physical))
+
+    async def described(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:
+        # The admin client asks one broker at random and does not try another: a broker of the
+        # cluster that is down, a topic whose leader is being elected, or one created a moment ago
+        # that this broker does not know yet, is asked again (a missing topic for MISSING_AFTER s).
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while True:
+            try:
+                answer = await admin.describe_topics(wanted)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                answer = None
+            out: dict[str, list[int]] = {}
+            for desc in answer or ():
+                name, code = desc.get("topic"), desc.get("error_code") or 0
+                if code == UnknownTopicOrPartitionError.errno and loop.time() - began >= MISSING_AFTER:
+                    raise TopicMissing(
+                        f"topic {name} does not exist (create the topics with `duewatch topics create`)"
+                    )
+                if not code and desc.get("partitions"):
+                    out[name] = sorted(p["partition"] for p in desc["partitions"])
+            if len(out) == len(wanted):
+                return out
+            await asyncio.sleep(0.2)
+
     async with started(AIOKafkaAdminClient(**client_kwargs(cfg, timeout)), timeout) as admin:
-        described = await bounded(admin.describe_topics(wanted), timeout)
-    out: dict[str, list[int]] = {}
-    for desc in described:
-        name = desc.get("topic")
-        if desc.get("error_code") or not desc.get("partitions"):
-            raise TopicMissing(
-                f"topic {name} does not exist (create the topics with `duewatch topics create`)"
-            )
-        out[name] = sorted(p["partition"] for p in desc["partitions"])
-    return out
+        return await bounded(described(admin), timeout)
 
 
 class ConnectionCause(logging.Handler):

@@ -191,7 +191,7 @@ class DetectorAgent:
         taken: dict[str, int] = {}
         for message in records:
             logical = self.logical(message)
-            if logical in self.consumed:
+            if logical in self.consumed and message.topic != self.rekey:  # counted when it first arrived
                 taken[logical] = taken.get(logical, 0) + 1
             try:
                 if not await self.step(message, logical, checkpoint, later):

@@ -99,6 +99,8 @@ async def test_a_loan_split_by_crc32_gives_the_replays_events_with_one_worker(cl
     assert got == want
     # Each misrouted repayment was forwarded once (one worker, no restart), and nothing else.
     assert await misrouted_total([worker]) == misrouted
+    # a forwarded record is consumed once, where it arrived
+    assert await worker.metric('duewatch_records_consumed_total{topic="loan.repayments"}') == len(repayments)
     assert "forwarded through the re-key topic" in worker.output()
     assert "L0" not in "\n".join(
         x for x in worker.output().splitlines() if "re-key" in x
