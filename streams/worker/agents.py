@@ -30,14 +30,16 @@ from ..contracts import topics as names
 from ..core import bounds, errors
 from ..core.records import parse_tick
 from ..settings import Settings
-from . import faust_internals
+from . import faust_internals, guard
 from .aside import SetAside, report
 from .checkpoint import Checkpoint
 from .detector import Detector
 from .effects import Effects, Source, internal_error, source_of
 from .gate import Gate
+from .guard import Guard, logical_of_rekeyed
 from .metrics import Metrics
 from .routers import LoanRouters, Notifier, PartnerDigests
+from .tables import rekey_topic
 from .tracing import Tracing, trace_headers, trace_of
 from .wire import Wire
 
@@ -90,13 +92,20 @@ class Context:
     gate: Gate
     quiet: Quiet
     checkpoint: Callable[[], Checkpoint]  # a fresh checkpoint for each batch
-    ready: bool = False
+    ready: bool = False  # partitions assigned and their tables recovered
+    broker_reachable: bool = True  # a broker answered lately (``outage.BrokerWatch``)
     wire: Wire = field(default_factory=Wire)  # framing and SPEC §1 headers; the registry in registry mode
     tracing: Tracing = field(default_factory=Tracing)
 
+    @property
+    def serving(self) -> bool:
+        """What ``/ready`` and ``duewatch_ready`` say: recovered, the broker answers and (registry
+        mode) the registry answers."""
+        return self.ready and self.broker_reachable and self.wire.available
+
     def readiness(self) -> bool:
-        """/ready: partitions assigned and recovered, and (registry mode) the registry answering."""
-        return self.ready and self.wire.available
+        """/ready (``serving``), as the web routes call it."""
+        return self.serving
 
 
 def failed(record: Any, logical: str, exc: BaseException) -> Effects:
@@ -123,7 +132,7 @@ async def in_batches(
             continue
         # Not while busy: a rebuild after a rebalance waits for quiet, and an outage can be long.
         if not await ctx.wire.ready_for(batch.records, partial(faust_internals.current, ctx.app, batch),
-                                        lambda up: ctx.metrics.ready.set(int(up and ctx.ready))):  # fmt: skip
+                                        lambda up: ctx.metrics.ready.set(int(up and ctx.ready and ctx.broker_reachable))):  # fmt: skip
             continue
         async with ctx.quiet.busy():
             with ctx.tracing.batch(name, batch.records):
@@ -164,7 +173,8 @@ def routed_later(later: list[Later], routers: LoanRouters) -> list[tuple[Any, st
 
 class DetectorAgent:
     """Schedules, repayments, disputes, operators' commands and ticks of a loan partition: the
-    detector, then the loan's routers.
+    detector, then the loan's routers. A keyed record on a partition other than its key's is
+    forwarded to the re-key topic instead, and processed when it comes back from there (``guard``).
 
     Time enters only as ticks. A tick for partition p waits while p's input partitions still hold
     records that were there when it arrived (``Gate``). The loan-keyed routers run after the
@@ -178,6 +188,19 @@ class DetectorAgent:
         self.consumed = {
             t: ctx.metrics.records_consumed.labels(t) for t in (*names.INPUT_TOPICS, names.CONTROL)
         }
+        self.rekey = rekey_topic(ctx.cfg)
+        self.guard = Guard(
+            lambda topic: ctx.app.consumer.topic_partitions(topic),
+            ctx.cfg.partitions,
+            ctx.metrics.input_misrouted,
+        )
+
+    def logical(self, message: Any) -> str:
+        """The logical topic ``message`` is processed as: a re-keyed record as the one it was
+        first read from (``guard``)."""
+        if message.topic == self.rekey:
+            return logical_of_rekeyed(message, self.topic_of)
+        return self.topic_of.get(message.topic, message.topic)
 
     async def handle(self, records: list[Any]) -> None:
         """One batch of the detector's partitions."""
@@ -188,8 +211,9 @@ class DetectorAgent:
         ticks = 0
         taken: dict[str, int] = {}
         for message in records:
-            logical = self.topic_of.get(message.topic, message.topic)
-            taken[logical] = taken.get(logical, 0) + 1
+            logical = self.logical(message)
+            if logical in self.consumed and message.topic != self.rekey:  # counted when it first arrived
+                taken[logical] = taken.get(logical, 0) + 1
             try:
                 if not await self.step(message, logical, checkpoint, later):
                     continue
@@ -235,19 +259,28 @@ class DetectorAgent:
             self.held_traces.pop(partition, None)
             await self.tick(message, logical, partition, as_of, checkpoint, later)
             return True
-        if logical == names.DISPUTES:
+        forward = self.guard.check(message, logical) if message.topic != self.rekey else None
+        if forward is not None:  # misrouted: processed from the re-key topic instead (``guard``)
+            checkpoint.add(message, logical, forward)
+        elif logical == names.DISPUTES:
             checkpoint.add(message, logical, ctx.loan_routers.on_dispute(source))
-            return False
-        if logical == names.CONTROL:
+        elif logical == names.CONTROL:
             checkpoint.add(message, logical, self.command(source))
-            return False
-        effects = ctx.detector.handle(source, datetime.now(UTC))
-        checkpoint.add(message, logical, effects)
-        if effects.routed:  # most records change a loan without a transition: nothing to route
-            trace = trace_of(source.headers) if source.headers else None
-            checkpoint.add(
-                message, logical, ctx.loan_routers.on_events(partition, effects.routed, trace=trace)
+        elif logical in (names.SCHEDULES, names.REPAYMENTS):
+            effects = ctx.detector.handle(source, datetime.now(UTC))
+            checkpoint.add(message, logical, effects)
+            if effects.routed:  # most records change a loan without a transition: nothing to route
+                trace = trace_of(source.headers) if source.headers else None
+                checkpoint.add(
+                    message, logical, ctx.loan_routers.on_events(partition, effects.routed, trace=trace)
+                )
+        else:
+            unknown = errors.InvalidRecord(
+                errors.INVALID_FIELD, f"{guard.ORIGINAL_TOPIC} names no input topic"
             )
+            checkpoint.add(message, logical, Effects().dead_letter(source, unknown))
+        # Every record counts as progress of its partition, forwarded or not: a held tick waits
+        # for its input partitions, the re-key topic's included, to reach their targets.
         released = ctx.gate.note(TP(message.topic, partition), message.offset)
         if released is None:
             return False
@@ -319,12 +352,13 @@ class DetectorAgent:
         later.clear()
 
     async def unprocessed(self, partition: int) -> dict[TP, int]:
-        """Per input partition of ``partition``: the last offset present now, if not yet processed."""
+        """Per input partition of ``partition`` (the re-key topic's included): the last offset
+        present now, if not yet processed."""
         ctx = self.ctx
         targets: dict[TP, int] = {}
         consumer = ctx.app.consumer
-        for logical in (names.SCHEDULES, names.REPAYMENTS):
-            tp = TP(ctx.cfg.topic(logical), partition)
+        for physical in (ctx.cfg.topic(names.SCHEDULES), ctx.cfg.topic(names.REPAYMENTS), self.rekey):
+            tp = TP(physical, partition)
             try:
                 high = consumer.highwater(tp)
                 if high is None:  # not fetched yet (e.g. just assigned): ask the broker

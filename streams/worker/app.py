@@ -29,8 +29,9 @@ from .detector import Detector
 from .gate import Gate
 from .lifecycle import Lifecycle
 from .metrics import BookGauges, Tally, add_faust_sensors, metrics
+from .outage import BrokerWatch
 from .routers import LoanRouters, Notifier, PartnerDigests
-from .tables import ASIDE, LOANS, NOTIFY_BY_BORROWER, PARTNER_ITEMS, TABLES, encode, internal_topics
+from .tables import ASIDE, LOANS, NOTIFY_BY_BORROWER, PARTNER_ITEMS, REKEY, TABLES, encode, internal_topics
 from .ticker import add_ticker
 from .tracing import Tracing
 from .web import add_routes
@@ -95,8 +96,8 @@ def create_app(cfg: Settings) -> faust.App:
         )  # fmt: skip
 
     outputs = {t: topic(cfg.topic(t)) for t in (*names.OUTPUT_TOPICS, names.TICKS)}
-    notify_topic, items_topic = (topic(name, internal=True) for name in internal_topics(cfg))
-    outputs[NOTIFY_BY_BORROWER], outputs[PARTNER_ITEMS] = notify_topic, items_topic
+    notify_topic, items_topic, rekey = (topic(name, internal=True) for name in internal_topics(cfg))
+    outputs[NOTIFY_BY_BORROWER], outputs[PARTNER_ITEMS], outputs[REKEY] = notify_topic, items_topic, rekey
     physical = {logical: t.get_topic_name() for logical, t in outputs.items()}
 
     # Faust derives a table's serializers from key_type/value_type alone (bytes -> raw); states
@@ -149,7 +150,7 @@ def create_app(cfg: Settings) -> faust.App:
     # Each agent iterates a channel of batches (faust_internals.install) rather than its topics;
     # the topics are subscribed as iterating them would (the conductor's set decides the
     # consumer's subscription and the assignor's co-partitioned groups).
-    inputs = topic(*(cfg.topic(t) for t in (*names.INPUT_TOPICS, names.CONTROL)))
+    inputs = topic(*(cfg.topic(t) for t in (*names.INPUT_TOPICS, names.CONTROL)), rekey.get_topic_name())
     faust_internals.reread_uncommitted(
         app, {notify_topic.get_topic_name(), items_topic.get_topic_name(), *inputs.topics}
     )
@@ -184,6 +185,7 @@ def create_app(cfg: Settings) -> faust.App:
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
     add_routes(app, tables[LOANS], engine, cfg.api_token, ctx.readiness,
                lambda loan_id: detector.clocks.get(partition_of(loan_id.encode(), cfg.partitions)))  # fmt: skip
+    tables[LOANS].on_recover(BrokerWatch(ctx, lambda: faust_internals.cluster_metadata(app)).start)
     if cfg.ticker_enabled:
         add_ticker(app, cfg, outputs[names.TICKS], tracing)
     return app

@@ -131,20 +131,20 @@ def run(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
     # A tick with nothing due, on the full book's index.
     now = tick_times[t_index - 1] if t_index else parsed[-1][0]
     index.pop_due(now)
-    t0 = time.perf_counter()
+    w0 = time.perf_counter()
     for _ in range(10_000):
         index.pop_due(now)
-    empty_tick_us = (time.perf_counter() - t0) / 10_000 * 1e6
+    empty_tick_us = (time.perf_counter() - w0) / 10_000 * 1e6
     sample = list(states.values())[:2000]
     blobs = [dumps(s) for s in sample]
-    t0 = time.perf_counter()
+    w0 = time.perf_counter()
     for s in sample:
         dumps(s)
-    dumps_us = (time.perf_counter() - t0) / len(sample) * 1e6
-    t0 = time.perf_counter()
+    dumps_us = (time.perf_counter() - w0) / len(sample) * 1e6
+    w0 = time.perf_counter()
     for b in blobs:
         loads(b)
-    loads_us = (time.perf_counter() - t0) / len(blobs) * 1e6
+    loads_us = (time.perf_counter() - w0) / len(blobs) * 1e6
 
     def per(kind: str) -> float:
         return spent[kind] / counts[kind] / 1000 if counts[kind] else 0.0
@@ -199,8 +199,10 @@ def memory_per_loan(loans: int, days: int, seed: int) -> float:
                     index.set(loan_id, outcome.wake_at)
                 t_index += 1
             state = states.get(record.loan_id) or new_loan(record.loan_id)
-            apply = apply_schedule if isinstance(record, LoanSchedule) else apply_repayment
-            outcome = apply(state, record, event_time, cfg)  # type: ignore[operator]
+            if isinstance(record, LoanSchedule):
+                outcome = apply_schedule(state, record, event_time, cfg)
+            else:
+                outcome = apply_repayment(state, record, event_time, cfg)
             states[record.loan_id] = outcome.state
             index.set(record.loan_id, outcome.wake_at)
         del records, index
