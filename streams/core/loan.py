@@ -60,7 +60,7 @@ class Sealed:
         return self.carry.cursor
 
 
-#: Where a loan's walk starts when nothing is folded (one value: a carry is immutable).
+#: Where a loan's walk starts when nothing is folded: one value (building a carry is not free).
 _START = Carry()
 
 

@@ -17,7 +17,7 @@ from .aside import report
 from .effects import Source
 from .faust_internals import PartitionStore
 from .metrics import BookGauges
-from .tables import ASIDE, LOANS, STAGE_TOPICS, stored_due
+from .tables import ASIDE, LOANS, REKEY, STAGE_TOPICS, stored_due
 
 log = logging.getLogger("duewatch")
 
@@ -53,7 +53,7 @@ class Lifecycle:
         self.stores = stores
         self.book = book
         self.topic_of = {ctx.cfg.topic(t): t for t in ALL_TOPICS}
-        self.topic_of.update({f"{ctx.cfg.app_id}-{name}": name for name in STAGE_TOPICS})
+        self.topic_of.update({f"{ctx.cfg.app_id}-{name}": name for name in (*STAGE_TOPICS, REKEY)})
 
     def revoked(self, tps: Iterable[TP]) -> None:
         """Partitions were revoked: not ready until the rebuild after the rebalance."""
@@ -87,7 +87,7 @@ class Lifecycle:
             log.exception("rebuilding the wake-up index failed")
         finally:
             ctx.ready = True
-            ctx.metrics.ready.set(1)
+            ctx.metrics.ready.set(1 if ctx.serving else 0)
             ctx.metrics.recovering.set(0)
 
     def publish_gauges(self) -> None:
