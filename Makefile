@@ -8,9 +8,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # touched after a successful `pip install`; older than pyproject.toml -> reinstall
 VENV_STAMP := $(VENV)/.installed
-# touched after `make compile` ran; older than a streams/core source -> compile again
-NATIVE_STAMP := build/native.stamp
-CORE_SOURCES := $(wildcard streams/core/*.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv compile test-pure kafka-jars kafka-up kafka-down kafka-status registry-build registry-up registry-down \
@@ -36,7 +33,13 @@ help:
 
 # --- python environment -------------------------------------------------------
 
-venv: $(VENV_STAMP) $(NATIVE_STAMP)
+# The compile step runs every time but builds only when the build does not fit the sources (it
+# compares their SHA-256, not mtimes, so a checkout or a touch does not rebuild): quiet when fresh.
+# --setup: a failed build says so in one line and set-up goes on with the sources (pure Python).
+# The build tool itself runs the core's sources (DUEWATCH_PURE_PYTHON=1): it is about to replace
+# the build, so a stale one is not worth a warning.
+venv: $(VENV_STAMP)
+	@DUEWATCH_PURE_PYTHON=1 $(PY) -m streams.dev.compile --setup
 
 $(VENV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -46,19 +49,14 @@ $(VENV_STAMP): pyproject.toml
 	touch $@
 
 # --- the compiled core ------------------------------------------------------------
-# streams/core compiled by mypyc from these same sources into build/native (streams/dev/compile.py):
-# again whenever a core source is newer than the last build. streams/core/compiled.py loads the
-# build only when it was made from exactly the sources in the tree (SHA-256 of each), so an edited
-# source runs as Python until the next build, never as old compiled code. Without a C compiler
-# (or Python.h) the build says so in one line and the sources run: same results, slower.
-# DUEWATCH_PURE_PYTHON=1 runs the sources anyway.
-$(NATIVE_STAMP): $(VENV_STAMP) $(CORE_SOURCES)
-	$(PY) -m streams.dev.compile
-	@mkdir -p build && touch $@
-
+# streams/core compiled by mypyc from these same sources into build/native (streams/dev/compile.py).
+# streams/core/compiled.py loads the build only when it was made from exactly the sources in the
+# tree (SHA-256 of each), so an edited source runs as Python until the next build, never as old
+# compiled code. Without a C compiler (or Python.h) set-up says so in one line on stderr and the
+# sources run: same results, slower. DUEWATCH_PURE_PYTHON=1 runs the sources anyway.
+# Unlike `make venv`, `make compile` fails when the build fails.
 compile: $(VENV_STAMP)
-	$(PY) -m streams.dev.compile
-	@mkdir -p build && touch $(NATIVE_STAMP)
+	DUEWATCH_PURE_PYTHON=1 $(PY) -m streams.dev.compile
 
 # --- local Kafka ---------------------------------------------------------------
 
@@ -182,6 +180,8 @@ lint: venv
 	$(VENV)/bin/mypy streams
 	$(VENV)/bin/mypy --strict streams/core
 
+# Everything in the form set-up built (compiled when a compiler is there; under CI=true a test
+# fails unless it is), then the core's unit tests again against its sources: both forms tested.
 test: venv kafka-jars registry-build asyncapi-tools tools lint
 	$(VENV)/bin/pytest -q
 	DUEWATCH_PURE_PYTHON=1 $(VENV)/bin/pytest -q tests/unit/core

@@ -80,7 +80,8 @@ def manifest(package_dir: Path = PACKAGE_DIR) -> dict[str, object]:
     }
 
 
-def _pure_wanted(environ: Mapping[str, str]) -> bool:
+def pure_wanted(environ: Mapping[str, str]) -> bool:
+    """``DUEWATCH_PURE_PYTHON`` asks for the sources (1, true or yes; 0 or empty does not)."""
     return environ.get(PURE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
@@ -89,7 +90,7 @@ def choose(
 ) -> Form:
     """The form to run: compiled when a build of exactly these sources for this Python exists
     under ``build_dir`` and ``DUEWATCH_PURE_PYTHON`` does not ask for the sources."""
-    if _pure_wanted(environ):
+    if pure_wanted(environ):
         return Form(False, f"{PURE_ENV} is set")
     try:
         recorded = json.loads((build_dir / MANIFEST).read_text(encoding="utf-8"))

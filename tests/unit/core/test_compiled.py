@@ -2,9 +2,9 @@
 
 The whole core suite runs against both (``make test`` runs tests/unit/core again with
 DUEWATCH_PURE_PYTHON=1); these tests check the choice itself: a build is used only when made from
-exactly the sources in the tree, the form that runs is the one chosen, a machine without a C
-compiler gets the sources and one line saying so, and the written-out initialisers (what lets mypyc
-compile a value's construction) say exactly what their dataclass fields say.
+exactly the sources in the tree, the form that runs is the one chosen (and, under CI=true, is the
+compiled one), and the written-out initialisers (what lets mypyc compile a value's construction)
+say exactly what their dataclass fields say. The build itself: tests/unit/dev/test_compile.py.
 """
 
 from __future__ import annotations
@@ -20,36 +20,22 @@ import pytest
 
 import streams.core
 from streams.core import compiled
-from streams.dev import compile as build_tool
+from tests.support.native import built, toy_package
 from tests.support.shared import REPO, missing
 
 
-def _package(tmp_path: Path) -> tuple[Path, Path]:
-    """A package of two modules (plus the files that are never compiled) and where its build goes."""
-    package = tmp_path / "src" / "streams" / "core"
-    package.mkdir(parents=True)
-    for name, text in (("__init__.py", ""), ("compiled.py", ""), ("a.py", "A = 1\n"), ("b.py", "B = 2\n")):
-        (package / name).write_text(text)
-    return package, tmp_path / "build" / "native"
-
-
-def _built(package: Path, build_dir: Path) -> None:
-    build_dir.mkdir(parents=True)
-    (build_dir / compiled.MANIFEST).write_text(json.dumps(compiled.manifest(package)))
-
-
 def test_a_build_of_exactly_these_sources_is_used(tmp_path: Path) -> None:
-    package, build_dir = _package(tmp_path)
+    package, build_dir = toy_package(tmp_path)
     assert compiled.choose(package, build_dir, {}) == compiled.Form(False, "not built")
-    _built(package, build_dir)
+    built(package, build_dir)
     form = compiled.choose(package, build_dir, {})
     assert form.compiled and form.path == build_dir / "streams" / "core"
     assert sorted(json.loads((build_dir / compiled.MANIFEST).read_text())["sources"]) == ["a.py", "b.py"]
 
 
 def test_an_edited_added_or_removed_source_makes_the_build_stale(tmp_path: Path) -> None:
-    package, build_dir = _package(tmp_path)
-    _built(package, build_dir)
+    package, build_dir = toy_package(tmp_path)
+    built(package, build_dir)
     (package / "a.py").write_text("A = 3\n")
     assert compiled.choose(package, build_dir, {}) == compiled.Form(
         False, "stale (a.py changed since it was built)"
@@ -64,8 +50,8 @@ def test_an_edited_added_or_removed_source_makes_the_build_stale(tmp_path: Path)
 
 
 def test_the_sources_run_when_asked_or_when_the_build_is_not_for_this_python(tmp_path: Path) -> None:
-    package, build_dir = _package(tmp_path)
-    _built(package, build_dir)
+    package, build_dir = toy_package(tmp_path)
+    built(package, build_dir)
     for value in ("1", "true", "yes"):
         assert compiled.choose(package, build_dir, {compiled.PURE_ENV: value}) == compiled.Form(
             False, "DUEWATCH_PURE_PYTHON is set"
@@ -81,8 +67,8 @@ def test_the_sources_run_when_asked_or_when_the_build_is_not_for_this_python(tmp
 def test_a_stale_build_is_said_on_stderr_and_left_off_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    package, build_dir = _package(tmp_path)
-    _built(package, build_dir)
+    package, build_dir = toy_package(tmp_path)
+    built(package, build_dir)
     (package / "b.py").write_text("B = 4\n")
     monkeypatch.setattr(compiled, "PACKAGE_DIR", package)
     monkeypatch.setattr(compiled, "BUILD_DIR", build_dir)
@@ -105,7 +91,7 @@ def test_an_extension_module_beside_the_sources_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Python would load it instead of its source in either form: say so."""
-    package, build_dir = _package(tmp_path)
+    package, build_dir = toy_package(tmp_path)
     (package / f"a{compiled.ext_suffix()}").write_bytes(b"")
     monkeypatch.setattr(compiled, "PACKAGE_DIR", package)
     monkeypatch.setattr(compiled, "BUILD_DIR", build_dir)
@@ -118,10 +104,12 @@ def test_an_extension_module_beside_the_sources_is_reported(
 
 
 def test_the_form_that_runs_is_the_one_chosen() -> None:
-    """Every compiled module comes from the build, or every one from its source: never a mix."""
+    """Every compiled module comes from the build, or every one from its source: never a mix.
+    Without DUEWATCH_PURE_PYTHON the compiled form must run: a skip on a developer's machine without
+    a fresh build, a failure under CI=true, whose set-up (``make venv``) must have built it."""
     form = streams.core.FORM
     assert form == compiled.choose()
-    if os.environ.get(compiled.PURE_ENV):
+    if compiled.pure_wanted(os.environ):
         assert not form.compiled
     elif not form.compiled:
         missing(f"streams/core is not compiled ({form.reason}): run `make compile`")
@@ -130,21 +118,6 @@ def test_the_form_that_runs_is_the_one_chosen() -> None:
         module = importlib.import_module(f"streams.core.{source.stem}")
         assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
     assert compiled.__file__.endswith(".py") and streams.core.__file__.endswith(".py")
-
-
-def test_without_a_c_compiler_the_build_says_so_once_and_succeeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    build_dir = tmp_path / "native"
-    build_dir.mkdir()  # an old build: removed, so nothing stale is left
-    assert build_tool.main(["--build-dir", str(build_dir)]) == 0
-    out, err = capsys.readouterr()
-    assert out == (
-        f"make compile: no C compiler ({tmp_path / 'no-such-cc'} not found); "
-        "streams/core runs as pure Python (same results, slower)\n"
-    )
-    assert err == "" and not build_dir.exists()
 
 
 # --- the written-out initialisers -------------------------------------------------------------
