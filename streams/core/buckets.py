@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .compiled import picklable
+
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
@@ -64,3 +66,8 @@ class BucketTable:
 DEFAULT_BUCKETS = BucketTable.from_bounds(
     [("M0", 0), ("M1", 1), ("M2", 31), ("M3", 61), ("M4", 91), ("M5", 121), ("M6", 151), ("M7", 181)]
 )
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

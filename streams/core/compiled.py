@@ -23,6 +23,8 @@ each one equal to its fields (``tests/unit/core/test_compiled.py``).
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,6 +33,7 @@ import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Set to 1 (or true/yes) to run the sources even when a fresh compiled build exists.
 PURE_ENV = "DUEWATCH_PURE_PYTHON"
@@ -131,3 +134,37 @@ def install(package_path: list[str]) -> Form:
             "streams/core: the compiled build is %s; running the sources (make compile)", form.reason
         )
     return form
+
+
+def _restore(cls: Any, given: tuple[Any, ...], memos: tuple[tuple[str, Any], ...]) -> Any:
+    """A value of dataclass ``cls`` built by its ``__init__`` from ``given`` (its init fields, in
+    order), with its other fields (memos, derived values) then set as they were pickled."""
+    value = cls(*given)
+    for name, item in memos:
+        object.__setattr__(value, name, item)
+    return value
+
+
+def _reduce(value: Any) -> tuple[Any, tuple[Any, ...]]:
+    fields = dataclasses.fields(value)
+    given = tuple(getattr(value, f.name) for f in fields if f.init)
+    return _restore, (
+        type(value),
+        given,
+        tuple((f.name, getattr(value, f.name)) for f in fields if not f.init),
+    )
+
+
+def picklable(namespace: Mapping[str, object]) -> None:
+    """Pickle and copy the dataclasses a module defines (``picklable(globals())`` at its end) field
+    by field, in both forms: rebuilt by their ``__init__``, then their other fields set.
+
+    Compiled, a frozen dataclass would otherwise unpickle through mypyc's own ``__setstate__``,
+    which sets each attribute through the class's frozen ``__setattr__`` and fails (and
+    ``cls.__new__`` of a compiled class runs its ``__init__``, so the way ``dataclasses`` pickles a
+    slots class is not open either): what-if's two processes hand values of the core (its
+    engine configuration, the replayed outcomes) between processes."""
+    module = namespace.get("__name__")
+    for value in namespace.values():
+        if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == module:
+            copyreg.pickle(value, _reduce)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 
 from .buckets import DEFAULT_BUCKETS, BucketTable
+from .compiled import picklable
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,8 @@ class EngineConfig:
 
 
 REPLAY_CONFIG = EngineConfig(settle=timedelta(0))
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

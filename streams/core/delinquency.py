@@ -18,6 +18,7 @@ from itertools import accumulate
 from zoneinfo import ZoneInfo
 
 from .buckets import BucketTable
+from .compiled import picklable
 from .dates import cut_off, effective_due_date, local_date, local_instant, zone
 from .records import LoanSchedule
 
@@ -201,3 +202,8 @@ def position(
         dpd, buckets.of(dpd), oldest, count, principal, interest, fee,
         first_unpaid, first_owed, cut, dues, tolerance,
     )  # fmt: skip
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
+from .compiled import picklable
 from .dates import zone
 from .records import Contact
 
@@ -222,3 +223,8 @@ class OverdueEvent:
             "retracts": self.retracts,
             "detected_at": detected_at.astimezone(tz) if detected_at is not None else None,
         }
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

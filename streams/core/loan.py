@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from . import bounds, errors
+from .compiled import picklable
 from .config import EngineConfig
 from .dates import local_date, zone
 from .events import OverdueEvent
@@ -467,3 +468,8 @@ def fold(state: LoanState, cfg: EngineConfig) -> LoanState:
         retracted=frozenset(pair for pair in state.retracted if pair[1] > point),
         sealed=Sealed(carry, ledger.paid_at(point), gross, revisions),
     )
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from . import bounds, errors
+from .compiled import picklable
 from .dates import CONVENTIONS, is_calendar, is_zone, parse_date, parse_instant
 from .money import is_currency
 
@@ -551,3 +552,8 @@ def repayment_to_dict(r: Repayment) -> dict[str, Any]:
         "kind": r.kind,
         "reverses": r.reverses,
     }
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

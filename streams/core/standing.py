@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from .compiled import picklable
 from .config import EngineConfig
 from .dates import is_start_of_day, midnights_between, zone
 from .delinquency import plan_for, position
@@ -162,3 +163,8 @@ def standing_at(state: LoanState, at: datetime, cfg: EngineConfig) -> Standing:
         loan_status=schedule.status,
         currency=schedule.currency,
     )
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from .compiled import picklable
 from .config import EngineConfig
 from .loan import LoanState, Sealed, gauge_figures
 from .records import Contact, Installment, LoanSchedule, Repayment
@@ -264,3 +265,8 @@ def loads(data: bytes) -> LoanState:
         retracted=retracted,
         sealed=sealed,
     )
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

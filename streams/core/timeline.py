@@ -21,6 +21,7 @@ from datetime import date, datetime
 from typing import Any
 
 from . import events as ev
+from .compiled import picklable
 from .config import EngineConfig
 from .dates import ONE_DAY, local_date, midnights_between, start_of_day
 from .delinquency import Position, SchedulePlan, plan_for, position
@@ -458,3 +459,8 @@ def walk(
             return carry, out
         carry, produced = step(ledger, carry, at, cfg)
         out.extend(e.with_id(retracted) for e in produced)
+
+
+# Every dataclass above pickles field by field, in either form (a compiled frozen one could not
+# unpickle otherwise: compiled.picklable).
+picklable(globals())

@@ -10,16 +10,23 @@ say exactly what their dataclass fields say. The build itself: tests/unit/dev/te
 from __future__ import annotations
 
 import ast
+import copy
+import copyreg
+import dataclasses
 import importlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import pytest
 
 import streams.core
 from streams.core import compiled
+from streams.core.config import EngineConfig
+from streams.core.loan import apply_repayment, apply_schedule, new_loan, tick
+from tests.support.builders import at, payment, schedule
 from tests.support.native import built, toy_package
 from tests.support.shared import REPO, missing
 
@@ -118,6 +125,41 @@ def test_the_form_that_runs_is_the_one_chosen() -> None:
         module = importlib.import_module(f"streams.core.{source.stem}")
         assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
     assert compiled.__file__.endswith(".py") and streams.core.__file__.endswith(".py")
+
+
+def test_every_dataclass_of_the_core_pickles_field_by_field() -> None:
+    """Registered in either form, so both forms pickle the same way (compiled, a frozen one
+    would otherwise fail to unpickle: see ``compiled.picklable``)."""
+    registered = []
+    for source in compiled.sources():
+        module = importlib.import_module(f"streams.core.{source.stem}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and dataclasses.is_dataclass(value)
+                and value.__module__ == module.__name__
+            ):
+                assert copyreg.dispatch_table.get(value) is compiled._reduce, value
+                registered.append(value.__name__)
+    assert {"EngineConfig", "LoanState", "OverdueEvent", "Outcome", "Carry", "Ledger"} <= set(registered)
+
+
+def test_the_cores_values_cross_a_process_boundary_unchanged() -> None:
+    """What-if's second process receives the core's values pickled (its engine configuration, and
+    returns the replayed outcomes)."""
+    cfg = EngineConfig()
+    opened = tick(apply_schedule(new_loan("L1"), schedule(), None, cfg).state, at("2026-03-16T00:01"), cfg)
+    cured = apply_repayment(
+        opened.state, payment("p1", 100_000, "2026-03-17T10:00"), at("2026-03-17T10:00"), cfg
+    )
+    assert opened.events and cured.events  # an OVERDUE_OPENED, then its cure
+    state = cured.state
+    values = [cfg, opened, cured, state, state.carry, state.ledger(), *state.schedules, *state.repayments]
+    for value in values:
+        assert pickle.loads(pickle.dumps(value)) == value, type(value)
+        assert copy.deepcopy(value) == value and copy.copy(value) == value, type(value)
+    again = pickle.loads(pickle.dumps(cured.events[0]))
+    assert again.event_id == cured.events[0].event_id and again.to_dict() == cured.events[0].to_dict()
 
 
 # --- the written-out initialisers -------------------------------------------------------------
