@@ -275,9 +275,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     else:
         logging.config.dictConfig(config)
     quiet_kafka_client(cfg.kafka_log_level)
-    from . import core
-
-    logging.getLogger("streams.worker").info("decision core: %s", core.FORM.reason)
     # Topics first (idempotent): the broker does not auto-create them, and a worker that
     # starts against a fresh cluster should simply work. A broker that cannot be reached at
     # start is one line and exit 1 (a supervisor starts the worker again); once running, the
@@ -288,6 +285,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         except (KafkaError, TimeoutError) as exc:
             print(f"duewatch worker: {cause.describe(exc, cfg)}", file=sys.stderr)
             return 1
+    from . import core
+
+    # After the topics: a worker that cannot start says so in one line and nothing else.
+    logging.getLogger("streams.worker").info("decision core: %s", core.FORM.reason)
     app = create_app(cfg)
     damp_kafka_client()  # after create_app: every aiokafka module is imported by then
     prepare_app(app, "streams.worker.app")
