@@ -9,18 +9,28 @@ Each operation is timed on the process's CPU clock (``time.process_time_ns``, le
 reading it), not the wall clock: these machines are shared, and time spent descheduled is not
 the operation's. The targets are issue 19's: an ordinary repayment ≤ 8 µs, a tick that changes
 nothing for a loan ≤ 5 µs, a tick with nothing due < 1 ms.
+
+The targets judge the form of the core this process runs (compiled by mypyc after ``make venv``,
+``streams/core/compiled.py``); when that is the compiled one, ``python -m streams.dev.bench core``
+runs the same book again in a child process on the sources and reports both, so what compiling
+buys is measured in every run.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ...core import FORM
+from ...core import FORM, compiled
 from ...core.config import EngineConfig
 from ...core.loan import LoanState, apply_repayment, apply_schedule, new_loan, tick
 from ...core.records import LoanSchedule, parse_repayment, parse_schedule
@@ -221,30 +231,86 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "**MISS**"
 
 
-def report(r: CoreResult) -> str:
-    """The BENCHMARKS.md section."""
-    ops = r.schedules + r.repayments
+def run_pure(loans: int = 10_000, days: int = 90, seed: int = 7) -> CoreResult:
+    """The same run in a child process that runs the core's sources (``DUEWATCH_PURE_PYTHON=1``):
+    what compiling buys, measured in the same bench run as the compiled figures."""
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.dev.bench.core", str(loans), str(days), str(seed)],
+        env={**os.environ, compiled.PURE_ENV: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(done.stdout)
+    if out.pop("compiled"):
+        raise RuntimeError("the pure-Python run of the core bench ran compiled code")
+    return CoreResult(**out)
+
+
+def report(r: CoreResult, pure: CoreResult | None = None) -> str:
+    """The BENCHMARKS.md section: ``r`` in this process's form of the core and, when given,
+    ``pure`` (the sources, :func:`run_pure`) beside it. Targets judge ``r``."""
+
+    def row(label: str, cost: Callable[[CoreResult], str], target: str = "", verdict: str = "") -> str:
+        figures = [cost(r)] if pure is None else [cost(r), cost(pure)]
+        return "| " + " | ".join([label, *figures, target, verdict]) + " |"
+
+    def records_per_second(x: CoreResult) -> str:
+        spent = (x.schedules * x.schedule_us + x.repayments * x.repayment_us) / 1e6
+        return f"{(x.schedules + x.repayments) / spent:,.0f}"
+
+    form = "compiled by mypyc (`make venv` builds it)" if FORM.compiled else f"pure Python ({FORM.reason})"
+    heads = ["cost"] if pure is None else ["cost, compiled", "cost, pure Python"]
     return "\n".join(
         [
-            f"streams.core: {FORM.reason}.",
+            f"Form of streams.core: {form}"
+            + ("; beside it the same run with the sources (DUEWATCH_PURE_PYTHON=1)." if pure else "."),
             f"Book: {r.loans:,} loans, {r.schedules:,} schedules and {r.repayments:,} repayments over 90 days;",
             f"{r.ticks:,} ticks (00:01:01 and 09:01:01 daily) touched {r.quiet_ticks + r.eventful_ticks:,} loans "
             f"and emitted {r.transitions:,} events in all. CPU time per operation (process clock).",
             "",
-            "| operation | cost | target | |",
-            "|---|---|---|---|",
-            f"| apply schedule (new loan) | {r.schedule_us:.1f} µs |  |  |",
-            f"| apply repayment (an ordinary one: the clock at its event time) | {r.repayment_us:.1f} µs "
-            f"| ≤ {REPAYMENT_TARGET_US:.0f} µs | {_verdict(r.repayment_us <= REPAYMENT_TARGET_US)} |",
-            f"| tick a due loan that changes nothing ({r.quiet_ticks:,}) | {r.quiet_tick_us:.1f} µs "
-            f"| ≤ {QUIET_TICK_TARGET_US:.0f} µs | {_verdict(r.quiet_tick_us <= QUIET_TICK_TARGET_US)} |",
-            f"| tick a due loan that emits ({r.eventful_ticks:,}) | {r.eventful_tick_us:.1f} µs |  |  |",
-            f"| transitions per CPU second of those ticks | {r.transition_rate:,.0f} |  |  |",
-            f"| tick with nothing due (index head check) | {r.empty_tick_us:.2f} µs "
-            f"| < 1 ms | {_verdict(r.empty_tick_us < EMPTY_TICK_TARGET_US)} |",
-            f"| records per CPU second, decisions only ({ops:,} records) "
-            f"| {ops / ((r.schedules * r.schedule_us + r.repayments * r.repayment_us) / 1e6):,.0f} |  |  |",
-            f"| loan state size / dumps / loads | {r.state_bytes:,.0f} B / {r.dumps_us:.1f} µs / {r.loads_us:.1f} µs |  |  |",
-            f"| memory per cached loan (decoded state with its memos, tracemalloc) | {r.memory_per_loan / 1024:.1f} KiB |  |  |",
+            "| operation | " + " | ".join(heads) + " | target | |",
+            "|---|" + "---|" * len(heads) + "---|---|",
+            row("apply schedule (new loan)", lambda x: f"{x.schedule_us:.1f} µs"),
+            row(
+                "apply repayment (an ordinary one: the clock at its event time)",
+                lambda x: f"{x.repayment_us:.1f} µs",
+                f"≤ {REPAYMENT_TARGET_US:.0f} µs",
+                _verdict(r.repayment_us <= REPAYMENT_TARGET_US),
+            ),
+            row(
+                f"tick a due loan that changes nothing ({r.quiet_ticks:,})",
+                lambda x: f"{x.quiet_tick_us:.1f} µs",
+                f"≤ {QUIET_TICK_TARGET_US:.0f} µs",
+                _verdict(r.quiet_tick_us <= QUIET_TICK_TARGET_US),
+            ),
+            row(
+                f"tick a due loan that emits ({r.eventful_ticks:,})", lambda x: f"{x.eventful_tick_us:.1f} µs"
+            ),
+            row("transitions per CPU second of those ticks", lambda x: f"{x.transition_rate:,.0f}"),
+            row(
+                "tick with nothing due (index head check)",
+                lambda x: f"{x.empty_tick_us:.2f} µs",
+                "< 1 ms",
+                _verdict(r.empty_tick_us < EMPTY_TICK_TARGET_US),
+            ),
+            row(
+                f"records per CPU second, decisions only ({r.schedules + r.repayments:,} records)",
+                records_per_second,
+            ),
+            row(
+                "loan state size / dumps / loads",
+                lambda x: f"{x.state_bytes:,.0f} B / {x.dumps_us:.1f} µs / {x.loads_us:.1f} µs",
+            ),
+            row(
+                "memory per cached loan (decoded state with its memos, tracemalloc)",
+                lambda x: f"{x.memory_per_loan / 1024:.1f} KiB",
+            ),
         ]
     )
+
+
+if __name__ == "__main__":
+    # The child of run_pure: one run, as JSON on stdout, with the form it ran in.
+    args = [int(a) for a in sys.argv[1:4]]
+    print(json.dumps({"compiled": FORM.compiled, **asdict(run(*args))}))
