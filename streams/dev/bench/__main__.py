@@ -1,4 +1,4 @@
-"""`python -m streams.dev.bench [core|whatif|e2e|all]`: run benchmarks and rewrite BENCHMARKS.md sections."""
+"""`python -m streams.dev.bench [core|codec|whatif|e2e|all]`: run benchmarks and rewrite BENCHMARKS.md sections."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def main(argv: list[str]) -> int:
         body = core.report(result)
         print(body)
         write_section("Core (no Kafka): streams.dev.bench.core", body)
+    if which in ("codec", "all"):
+        from . import codec
+
+        codec.main(write_section)
     if which in ("whatif", "all"):
         from . import whatif
 
