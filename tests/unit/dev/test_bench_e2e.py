@@ -101,7 +101,9 @@ def test_profile_summary(tmp_path: Path) -> None:
 
 def test_profiles_go_into_the_report_in_a_block_each() -> None:
     text = e2e.profiles({"intake": "4 samples", "midnight tick": "2 samples"}, 20.0)
-    assert "during the intake (py-spy at 200 Hz, non-blocking, at most 20 s from the worker being ready)" in text
+    assert (
+        "during the intake (py-spy at 200 Hz, non-blocking, at most 20 s from the worker being ready)" in text
+    )
     assert "during the midnight tick (py-spy at 200 Hz, non-blocking, at most 20 s from the tick)" in text
     assert text.count("```") == 4
     assert e2e.profiles({}, 20.0) == ""
