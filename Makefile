@@ -194,7 +194,7 @@ test-pure: venv
 fuzz: venv kafka-jars
 	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/unit/test_fuzz.py tests/unit/test_bounded_state.py tests/integration/test_poison.py
 
-# --- placeholders (replaced by later issues) ---------------------------------------
+# --- the main job and the benchmarks ---------------------------------------------
 
 # The demo sets itself up: venv, broker jars; it starts (and stops) the broker itself unless one
 # runs already or KAFKA_BOOTSTRAP_SERVERS is set. DEMO_ARGS="--loans 2000 --days 30 --speed 2" etc.

@@ -127,39 +127,22 @@ class OverdueEvent:
         object.__setattr__(self, "event_id", event_id)
 
     def content_key(self) -> str:
-        """Every deterministic field but the id, in a fixed order: what the id hashes."""
-        return "|".join(
-            str(v)
-            for v in (
-                self.type,
-                self.loan_id,
-                self.borrower_id,
-                self.as_of.timestamp(),
-                self.dpd,
-                self.bucket,
-                self.previous_bucket,
-                self.oldest_past_due_seq,
-                self.oldest_past_due_date,
-                self.first_delinquency_date,
-                self.overdue_installments,
-                self.overdue_principal,
-                self.overdue_interest,
-                self.overdue_fee,
-                self.total_overdue,
-                self.penalty_accrued,
-                self.late_fees,
-                self.currency,
-                self.schedule_revision,
-                self.loan_status,
-                self.timezone,
-                self.contact.locale,
-                ",".join(self.contact.channels),
-                ",".join(self.partners),
-                self.due_seq,
-                self.due_date,
-                self.amount_due,
-                self.retracts,
-            )
+        """Every deterministic field but the id, in a fixed order: what the id hashes.
+
+        One f-string rather than ``"|".join(str(v) for v in ...)``: ``format(v, "")`` is ``str(v)``
+        for every type here (str, int, float, date, None), and a catch-up tick builds one per
+        event (tests/unit/core/test_event_ids.py holds the two forms equal).
+        """
+        c = self.contact
+        return (
+            f"{self.type}|{self.loan_id}|{self.borrower_id}|{self.as_of.timestamp()}|{self.dpd}|"
+            f"{self.bucket}|{self.previous_bucket}|{self.oldest_past_due_seq}|"
+            f"{self.oldest_past_due_date}|{self.first_delinquency_date}|{self.overdue_installments}|"
+            f"{self.overdue_principal}|{self.overdue_interest}|{self.overdue_fee}|"
+            f"{self.total_overdue}|{self.penalty_accrued}|{self.late_fees}|{self.currency}|"
+            f"{self.schedule_revision}|{self.loan_status}|{self.timezone}|{c.locale}|"
+            f"{','.join(c.channels)}|{','.join(self.partners)}|{self.due_seq}|{self.due_date}|"
+            f"{self.amount_due}|{self.retracts}"
         )
 
     def with_id(self, retracted: Collection[str]) -> OverdueEvent:

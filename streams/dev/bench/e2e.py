@@ -43,7 +43,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -73,8 +73,6 @@ MIDNIGHT = datetime(2026, 3, 25, 0, 0, tzinfo=SHANGHAI)
 MIDNIGHT_TICK_AT = MIDNIGHT + timedelta(seconds=SETTLE + 1)
 
 # Targets (DEVELOPERS.md / issue 4), per worker process on a 2-core machine.
-TARGET_RATE = 50_000.0
-TARGET_RATIO = 0.60
 TARGET_TICK_TRANSITIONS = 10_000
 TARGET_TICK_SECONDS = 1.0
 TARGET_P99 = 0.100
@@ -1017,10 +1015,10 @@ def report(r: Result) -> str:
          + (f"; {base_rate / (b['cpu_seconds'] / b['seconds']):,.0f} records per CPU second"
             if b.get("cpu_seconds") and b.get("seconds") else ""),
          "", ""),
-        ("worker intake (`duewatch worker`, 1 process)", f"{r.worker_rate:,.0f} records/s{short}",
-         f"≥ {TARGET_RATE:,.0f} records/s", verdict(r.worker_rate >= TARGET_RATE if judged else None)),
-        ("worker / plain loop", f"{100 * ratio:.1f} %{short}", f"≥ {100 * TARGET_RATIO:.0f} %",
-         verdict(ratio >= TARGET_RATIO if judged else None)),
+        # wall-clock figures, shown without a target: issue 19 judges the intake per worker CPU
+        # second and against the floor loop (the rows below), which a busy machine does not skew
+        ("worker intake (`duewatch worker`, 1 process), wall clock", f"{r.worker_rate:,.0f} records/s{short}", "", ""),
+        ("worker / plain loop, wall clock", f"{100 * ratio:.1f} %{short}", "", ""),
     ]  # fmt: skip
     if r.floor or r.cpu:
         rows += [
@@ -1176,6 +1174,17 @@ def report(r: Result) -> str:
     return "\n".join(lines)
 
 
+def profiles(summaries: Mapping[str, str], seconds: float) -> str:
+    """The report's profiles: where the worker's CPU went in each phase (issue 19 asks for the
+    breakdown beside the figures, so a MISS says where its time goes)."""
+    parts = [
+        f"\n\nWorker profile during the {phase} (py-spy at 200 Hz, non-blocking, at most {seconds:.0f} s"
+        f"{' from the worker being ready' if phase == 'intake' else ' from the tick'}):\n\n```\n{summary}\n```"
+        for phase, summary in summaries.items()
+    ]
+    return "".join(parts)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -1211,9 +1220,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="longest other wait, seconds (default 600)"
     )
-    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--profile", type=float, default=20.0, metavar="SECONDS",
                         help="sample the worker with py-spy during its intake, the catch-up and the midnight tick (each at "
-                             "most SECONDS)")  # fmt: skip
+                             "most SECONDS; default 20, 0 for none); the summaries go into the report")  # fmt: skip
     parser.add_argument("--no-pair", action="store_true", help="skip the two-worker intake (run last)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor loop (run after the restart)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (worker logs, state)")
@@ -1237,12 +1246,8 @@ def main(write_section: Callable[[str, str], None], argv: Sequence[str] | None =
             _log(f"work dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    body = report(result)
+    body = report(result) + profiles(result.profiles, args.profile)
     print(body)
-    for phase, summary in result.profiles.items():
-        print(
-            f"\nWorker profile during the {phase} (py-spy, {args.profile:.0f} s from its start; the intake from the worker being ready):\n{summary}"
-        )
     _log(f"done in {time.perf_counter() - t0:.0f} s")
     if not args.no_write:
         write_section(section_name(args), body)

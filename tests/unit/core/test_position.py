@@ -59,11 +59,15 @@ def standings(draw):
     cfg = draw(st.sampled_from(CONFIGS))
     plan = plan_for(schedule, cfg.reminder_days, cfg.reminder_time)
     total = sum(i.principal + i.interest + i.fee for i in schedule.installments)
-    # Payment totals: zero, exact running totals (an instalment paid to the unit), and anything.
+    # Payment totals: zero, exact running totals (an instalment paid to the unit), a shortfall of
+    # the tolerance exactly or a unit either side (settled or not by one unit), and anything.
     totals = [0]
     for inst in schedule.installments:
         totals.append(totals[-1] + inst.principal + inst.interest + inst.fee)
-    paid = draw(st.one_of(st.sampled_from(totals), st.integers(0, total + 1_000)))
+    at_tolerance = st.builds(
+        lambda t, d: max(0, t - schedule.tolerance + d), st.sampled_from(totals), st.sampled_from([-1, 0, 1])
+    )
+    paid = draw(st.one_of(st.sampled_from(totals), at_tolerance, st.integers(0, total + 1_000)))
     # Instants: on cut-offs and reminders exactly, one microsecond either side, or anywhere.
     marks = [*plan.cutoffs, *(r for rs in plan.reminders for r in rs)]
     near = st.builds(
