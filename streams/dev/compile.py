@@ -33,6 +33,8 @@ from ..core import compiled
 
 #: The build's compiler output, kept for a failed build's diagnosis.
 LOG = "build.log"
+#: What :func:`build` returns when a source changed while it compiled (nothing is installed).
+CHANGED = 2
 
 
 def missing_toolchain(environ: dict[str, str] | None = None) -> str | None:
@@ -70,7 +72,8 @@ setup(name="duewatch-core", ext_modules=extensions,
 def build(
     build_dir: Path = compiled.BUILD_DIR, package_dir: Path = compiled.PACKAGE_DIR, quiet: bool = False
 ) -> int:
-    """Compile the package's modules into ``build_dir`` (replacing what was there); 0 on success.
+    """Compile the package's modules into ``build_dir`` (replacing what was there); 0 on success,
+    :data:`CHANGED` when a source changed meanwhile, 1 when the build failed.
     A failed build's log is kept beside it (``<build_dir>.failed.log``); ``quiet``: nothing said
     about a failure (the caller says it), rather than the log's tail."""
     sources = compiled.sources(package_dir)
@@ -99,7 +102,7 @@ def build(
     if compiled.manifest(package_dir) != before:
         shutil.rmtree(work, ignore_errors=True)
         print("make compile: the sources changed during the build; run it again", file=sys.stderr)
-        return 1
+        return CHANGED
     for scratch in ("c", "tmp"):
         shutil.rmtree(work / scratch, ignore_errors=True)
     (work / compiled.MANIFEST).write_text(json.dumps(before, indent=1, sort_keys=True), encoding="utf-8")
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None, package_dir: Path = compiled.PACKAGE_DIR
         )
         return 0
     status = build(build_dir, package_dir, quiet=args.setup)
+    if status == CHANGED:
+        return 0 if args.setup else 1  # said; the sources run until the next build
     if status != 0 and args.setup:
         # The sources run; an older build would only be reported as stale at every start.
         shutil.rmtree(build_dir, ignore_errors=True)
