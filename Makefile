@@ -192,7 +192,7 @@ test-pure: venv
 
 # Hostile records at and beyond every bound of SPEC §2, many more examples than `make test` runs.
 fuzz: venv kafka-jars
-	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/unit/test_fuzz.py tests/unit/test_bounded_state.py tests/integration/test_poison.py
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/unit/test_fuzz.py tests/unit/core/test_bounded_state.py tests/integration/test_poison.py
 
 # --- the main job and the benchmarks ---------------------------------------------
 
