@@ -56,6 +56,7 @@ def create_app(cfg: Settings) -> faust.App:
     m = metrics()
     app = faust.App(
         cfg.app_id,
+        env={},  # Faust reads no variable of its own (a Kubernetes WEB_PORT=tcp://... would crash it)
         broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap_servers.split(",") if b.strip()],
         broker_credentials=_credentials(cfg),
         store="rocksdb://",
@@ -65,6 +66,12 @@ def create_app(cfg: Settings) -> faust.App:
         topic_replication_factor=cfg.replication,
         table_standby_replicas=1,
         consumer_auto_offset_reset="earliest",
+        # Failover in seconds (docs/reliability.md): a crashed worker's partitions move after
+        # session_timeout; a restarted one takes them back without a rebalance (static member).
+        broker_session_timeout=cfg.session_timeout,
+        broker_heartbeat_interval=cfg.heartbeat_interval,
+        broker_request_timeout=max(90.0, cfg.session_timeout),  # Faust: never below the session
+        consumer_group_instance_id=cfg.group_instance_id,
         logging_config=logging_config(cfg.log_json, cfg.log_level, cfg.kafka_log_level),
         web_enabled=True,
         web_port=cfg.web_port,
@@ -82,6 +89,7 @@ def create_app(cfg: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     faust_internals.use_idempotent_producer(app)
+    faust_internals.accept_moved_member(app)
     add_faust_sensors(app)
 
     def topic(*physical: str, internal: bool = False) -> faust.TopicT:

@@ -30,6 +30,10 @@ everywhere else. Why each is needed:
   partition where the last one committed.
 - **The idempotent producer** (``IdempotentProducer``): Faust turns on aiokafka's idempotence
   only under ``exactly_once``; its producer's ``_settings_extra`` is extended instead.
+- **A static member that moved** (``accept_moved_member``): a worker restarted under the same
+  ``DUEWATCH_INSTANCE_ID`` is handed back the assignment made for its previous URL; Faust's
+  assignor asserts the URL (``_url``, ``_decompress``/``_compress``), which would stop
+  aiokafka's coordinator for good.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from faust.assignor.client_assignment import ClientMetadata
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -63,6 +69,9 @@ ASSUMED: tuple[tuple[str, str], ...] = (
     ("faust.stores.rocksdb.Store", "_visible_items"),
     ("faust.transport.drivers.aiokafka.Producer", "_settings_extra"),
     ("faust.transport.drivers.aiokafka.Producer", "_ensure_producer"),
+    ("faust.assignor.PartitionAssignor", "_url"),
+    ("faust.assignor.PartitionAssignor", "_compress"),
+    ("faust.assignor.PartitionAssignor", "_decompress"),
 )
 #: Instance attributes of Faust's consumer used here (set in its ``__init__``).
 CONSUMER_ATTRIBUTES = (
@@ -366,3 +375,41 @@ def use_idempotent_producer(app: faust.App) -> None:
     if app._producer is not None:
         raise RuntimeError("the app's producer exists already; call use_idempotent_producer earlier")
     app.transport.Producer = IdempotentProducer  # type: ignore[misc]
+
+
+# --- group membership ------------------------------------------------------------------------
+
+
+def accept_moved_member(app: faust.App) -> None:
+    """Let a static member take back an assignment made for another URL of its own.
+
+    The broker hands a static member that rejoins a stable group its previous assignment
+    without a rebalance (KIP-345), and Faust's assignment carries the member's canonical URL
+    from then. If ``DUEWATCH_WEB_HOST`` or ``DUEWATCH_WEB_PORT`` changed across the restart,
+    Faust's ``on_assignment`` fails an assertion inside aiokafka's coordinator task, which
+    then stops for good: a worker that never becomes ready. The assignment is taken with this
+    worker's URL put in place of the old one instead (a warning says so). Until the next
+    rebalance the other workers forward ``/loans/...`` for these partitions to the old URL."""
+    assignor: Any = app.assignor
+    faust_on_assignment = assignor.on_assignment
+
+    def moved(urls: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
+        return {new if url == old else url: value for url, value in urls.items()}
+
+    def on_assignment(assignment: Any) -> None:
+        metadata = ClientMetadata.loads(assignor._decompress(assignment.user_data))
+        url = str(assignor._url)
+        if metadata.url != url:
+            log.warning("this worker's static member id was assigned partitions at another URL (%s); "
+                        "taking them at %s", metadata.url, url)  # fmt: skip
+            metadata = metadata.derive(
+                url=url,
+                changelog_distribution=moved(metadata.changelog_distribution, metadata.url, url),
+                external_topic_distribution=moved(metadata.external_topic_distribution, metadata.url, url),
+            )
+            assignment = ConsumerProtocolMemberAssignment(
+                assignment.version, assignment.assignment, assignor._compress(metadata.dumps())
+            )
+        faust_on_assignment(assignment)
+
+    assignor.on_assignment = on_assignment

@@ -135,3 +135,36 @@ def test_the_pins_match_what_the_fenced_module_was_checked_against() -> None:
         if package == "mode-streaming":
             continue  # Faust's own dependency, pinned by it
         assert f">={checked}" in config and f"<{major}.{int(minor) + 1}" in config, package
+
+
+# --- a static member that moved ------------------------------------------------------------------
+
+
+def _assignment_for(app: faust.App, url: str):
+    """What the broker hands back to a static member: the assignment made for ``url``."""
+    import zlib
+
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+
+    client = ClientAssignment(actives={"loan.schedules": [0, 2]}, standbys={})
+    metadata = ClientMetadata(
+        assignment=client, url=url, changelog_distribution={url: {"t-loans-changelog": [0, 2]},
+                                                            "http://other:6066": {"t-loans-changelog": [1]}},
+    )  # fmt: skip
+    return ConsumerProtocolMemberAssignment(0, [("loan.schedules", [0, 2])], zlib.compress(metadata.dumps()))
+
+
+def test_a_static_member_back_at_another_url_takes_its_partitions(tmp_path, caplog) -> None:
+    app = faust.App("moved", broker="kafka://127.0.0.1:1", datadir=str(tmp_path),
+                    canonical_url="http://w1:7001")  # fmt: skip
+    stale = _assignment_for(app, "http://w1:6066")
+    with pytest.raises(AssertionError):  # Faust alone: aiokafka's coordinator task would die of it
+        app.assignor.on_assignment(stale)
+    intake.accept_moved_member(app)
+    app.assignor.on_assignment(stale)
+    assert app.assignor.assigned_actives() == {TP("loan.schedules", 0), TP("loan.schedules", 2)}
+    assert set(app.assignor.changelog_distribution) == {"http://w1:7001", "http://other:6066"}
+    assert "at another URL" in caplog.text
+    app.assignor.on_assignment(_assignment_for(app, "http://w1:7001"))  # the usual case: unchanged
+    assert app.assignor.assigned_actives() == {TP("loan.schedules", 0), TP("loan.schedules", 2)}
