@@ -149,7 +149,7 @@ def create_app(cfg: Settings) -> faust.App:
     faust_internals.reread_uncommitted(
         app, {notify_topic.get_topic_name(), items_topic.get_topic_name(), *inputs.topics}
     )
-    channels = [app.channel(maxsize=BATCHES_QUEUED) for _ in range(3)]
+    channels = [faust_internals.KeptChannel(app, maxsize=BATCHES_QUEUED) for _ in range(3)]
     routes: dict[str, faust.ChannelT] = {}
     for source, channel in zip((inputs, notify_topic, items_topic), channels, strict=True):
         app.topics.add(source.clone(is_iterator=True))  # type: ignore[arg-type]  # a TopicT, typed as a channel

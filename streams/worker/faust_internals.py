@@ -150,20 +150,33 @@ async def _sort_fetch(
     active: Any,
     routes: Mapping[str, faust.ChannelT],
     generation: int,
-) -> dict[faust.ChannelT, list[Any]]:
+) -> tuple[dict[faust.ChannelT, list[Any]], dict[TP, int]]:
     """One fetch's records by the channel of their agent, with Faust's checks (flow, generation,
-    read offsets, gaps); records of other topics go Faust's own way, one by one."""
+    read offsets, gaps); records of other topics go Faust's own way, one by one.
+
+    While a rebalance is not over, the records of the agents' topics are not taken at all: the
+    second value says, per partition, the offset to seek back to so that they come again. Faust's
+    recovery resumes those partitions before it seeks them to the committed offsets, and ends by
+    resuming the flow, which clears its queues; records read in between were either processed out
+    of order (ahead of the committed offset, before the records the seek then brings) or dropped
+    with their read offset already advanced, and so skipped for good (the chaos run lost
+    repayments that way). They are read again once the rebalance is over."""
     consumer: Any = app.consumer
     read_offset = consumer._read_offset
     acks_enabled_for = app.topics.acks_enabled_for
     batches: dict[faust.ChannelT, list[Any]] = {}
+    rewind: dict[TP, int] = {}
     for tp, fetched in records.items():
         if not consumer.flow_active or app.consumer_generation_id != generation:
             break  # a rebalance began: what is left comes again after its seek
         if active is not None and tp not in active and tp not in consumer._buffered_partitions:
             continue
-        app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
         channel = routes.get(tp.topic)
+        if channel is not None and app.rebalancing:
+            if fetched:
+                rewind[tp] = fetched[0].offset
+            continue
+        app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
         for record in fetched:
             offset = record.offset
             last = read_offset[tp]
@@ -177,7 +190,25 @@ async def _sort_fetch(
                 message = consumer._to_message(tp, record)
                 await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset
-    return batches
+    return batches, rewind
+
+
+class KeptChannel(faust.Channel):
+    """A channel whose queue Faust's flow control never clears.
+
+    Faust clears its agents' queues whenever the flow resumes (mode's ``FlowControlQueue`` with
+    ``clear_on_resume``), which its recovery does several times, the last one after it sought
+    the partitions to their committed offsets: a batch cleared then is never read again, and
+    the committer, seeing later offsets acknowledged, commits past it. A batch in this queue is
+    handled, or skipped by its agent because it is of an older generation (``current``), and
+    then read again after that rebalance's seek."""
+
+    @property
+    def queue(self) -> Any:
+        if self._queue is None:
+            maxsize = self.maxsize if self.maxsize is not None else self.app.conf.stream_buffer_maxsize
+            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+        return self._queue
 
 
 def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int) -> None:
@@ -196,7 +227,9 @@ def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int
                 await consumer.sleep(0)
                 if records and not consumer.should_stop:
                     generation = app.consumer_generation_id
-                    batches = await _sort_fetch(app, records, active, routes, generation)
+                    batches, rewind = await _sort_fetch(app, records, active, routes, generation)
+                    for tp, offset in rewind.items():
+                        await consumer.seek(tp, offset)
                     handing = [(channel, Batch(generation, taken[start : start + batch_max]))
                                for channel, taken in batches.items() for start in range(0, len(taken), batch_max)]  # fmt: skip
                     for channel, batch in handing:

@@ -168,3 +168,35 @@ def test_a_static_member_back_at_another_url_takes_its_partitions(tmp_path, capl
     assert "at another URL" in caplog.text
     app.assignor.on_assignment(_assignment_for(app, "http://w1:7001"))  # the usual case: unchanged
     assert app.assignor.assigned_actives() == {TP("loan.schedules", 0), TP("loan.schedules", 2)}
+
+
+# --- records read during a rebalance ----------------------------------------------------------------
+
+
+async def test_a_batch_in_an_agents_channel_survives_faust_resuming_the_flow(app: faust.App) -> None:
+    """Faust's recovery resumes the flow after seeking to the committed offsets, and that clears
+    the agents' queues: a batch cleared then was never read again (the chaos run lost repayments)."""
+    kept, plain = intake.KeptChannel(app, maxsize=4), app.channel(maxsize=4)
+    agents = [channel.clone(is_iterator=True) for channel in (kept, plain)]  # what an agent reads
+    batch = intake.Batch(app.consumer_generation_id, [record("loan.repayments", 0, 7)])
+    app.flow_control.resume()  # a worker's steady state
+    for channel in (kept, plain):
+        await asyncio.wait_for(channel.put(batch), 5)
+    assert [agent.queue.qsize() for agent in agents] == [1, 1]
+    app.flow_control.suspend()  # a rebalance, and its recovery resuming the flow
+    app.flow_control.resume()
+    assert agents[0].queue.qsize() == 1 and await agents[0].queue.get() is batch
+    assert agents[1].queue.qsize() == 0  # Faust's own channel: gone
+
+
+async def test_records_read_before_a_rebalance_is_over_are_read_again(app: faust.App) -> None:
+    consumer = app.consumer
+    consumer.resume_flow()
+    tp, other = TP("loan.repayments", 1), TP("loan.schedules", 1)
+    consumer._read_offset[tp] = 158
+    routes = {"loan.repayments": app.channel(), "loan.schedules": app.channel()}
+    records = {tp: [record(tp.topic, 1, o) for o in range(158, 170)], other: [record(other.topic, 1, 42)]}
+    app.rebalancing = True  # its recovery may still have to seek to the committed offsets
+    batches, rewind = await intake._sort_fetch(app, records, None, routes, app.consumer_generation_id)
+    assert batches == {} and rewind == {tp: 158, other: 42}
+    assert consumer._read_offset[tp] == 158, "nothing was read"
