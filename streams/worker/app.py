@@ -35,6 +35,9 @@ from .web import add_routes
 log = logging.getLogger("duewatch")
 
 BATCHES_QUEUED = 4  # fetched batches waiting per agent (bounds memory; the fetch waits beyond)
+REVOKE_QUIET = (
+    10.0  # seconds a rebalance waits for the batch in flight (faust_internals.commit_before_revoke)
+)
 
 
 def _credentials(cfg: Settings) -> Any:
@@ -169,6 +172,7 @@ def create_app(cfg: Settings) -> faust.App:
         app.agent(channel, name=name, concurrency=1)(agent)
 
     lifecycle = Lifecycle(ctx, stores, book)
+    faust_internals.commit_before_revoke(app, ctx.quiet.wait, REVOKE_QUIET)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal type has no async form
     async def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

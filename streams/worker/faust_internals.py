@@ -30,6 +30,9 @@ everywhere else. Why each is needed:
   partition where the last one committed.
 - **The idempotent producer** (``IdempotentProducer``): Faust turns on aiokafka's idempotence
   only under ``exactly_once``; its producer's ``_settings_extra`` is extended instead.
+- **Committing before a rebalance** (``commit_before_revoke``): Faust's consumer drops the
+  acknowledged but not yet committed offsets of revoked partitions (``on_partitions_revoked``),
+  so whoever gets them reprocesses up to a commit interval of records.
 - **A static member that moved** (``accept_moved_member``): a worker restarted under the same
   ``DUEWATCH_INSTANCE_ID`` is handed back the assignment made for its previous URL; Faust's
   assignor asserts the URL (``_url``, ``_decompress``/``_compress``), which would stop
@@ -41,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -411,6 +414,39 @@ def use_idempotent_producer(app: faust.App) -> None:
 
 
 # --- group membership ------------------------------------------------------------------------
+
+
+def commit_before_revoke(app: faust.App, quiet: Callable[[float], Awaitable[bool]], timeout: float) -> None:
+    """Finish the batch in flight and commit what is done before partitions are revoked.
+
+    Faust's consumer forgets the offsets acknowledged since its last commit (every
+    ``broker_commit_interval``) when partitions are revoked, and with ``stream_wait_empty`` off
+    (see ``app``) a batch may still be in flight then: the partitions' next owner reprocesses
+    all of it. Reprocessing is allowed (at least once), but it is not a replay of what happened:
+    it reads the records already there, so a late record can be taken before a tick it followed
+    the first time, and what the tick had emitted is then neither emitted again nor retracted
+    (docs/reliability.md). Here the agents take no new batch, the one in flight (``quiet``, at
+    most ``timeout`` seconds) writes its states and acknowledges its records, and the offsets
+    are committed, before Faust's own revocation. Kafka accepts the commit of a member of the
+    current generation while the group prepares to rebalance; aiokafka's auto-commit does the
+    same there."""
+    consumer: Any = app.consumer
+    faust_revoked = consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(revoked: set[TP]) -> None:
+        if revoked:
+            app.flow_control.suspend()  # the agents take no further batch (``current``)
+            consumer.stop_flow()  # and the fetch loop hands nothing more over
+            if not await quiet(timeout):
+                log.warning("partitions revoked while a batch was still in flight after %.0f s", timeout)
+            try:
+                if not await consumer.commit():  # False: it waited for the committer's commit instead
+                    await consumer.commit()
+            except Exception as exc:  # noqa: BLE001 - the rebalance goes on; the records come again
+                log.warning("committing before the rebalance failed: %s", exc)
+        await faust_revoked(revoked)
+
+    consumer.on_partitions_revoked = on_partitions_revoked
 
 
 def accept_moved_member(app: faust.App) -> None:

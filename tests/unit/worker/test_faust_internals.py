@@ -200,3 +200,43 @@ async def test_records_read_before_a_rebalance_is_over_are_read_again(app: faust
     batches, rewind = await intake._sort_fetch(app, records, None, routes, app.consumer_generation_id)
     assert batches == {} and rewind == {tp: 158, other: 42}
     assert consumer._read_offset[tp] == 158, "nothing was read"
+
+
+# --- committing before a rebalance ----------------------------------------------------------------
+
+
+async def test_a_rebalance_first_finishes_the_batch_in_flight_and_commits_it(app: faust.App) -> None:
+    """Faust forgets the acknowledged offsets of revoked partitions: without this, the next owner
+    reprocessed everything since the last periodic commit (and a late record could then come
+    before a tick it had followed). The group's side (assignment, the commit request) is stood in
+    for: no broker here."""
+    from streams.worker.agents import Quiet
+
+    consumer, quiet, tp = app.consumer, Quiet(), TP("loan.repayments", 0)
+    consumer._committed_offset[tp] = 100
+    intake.acknowledge(app, [record(tp.topic, 0, o) for o in (100, 101)])
+    order: list[object] = []
+
+    async def broker_commit(offsets, start_new_transaction=True):  # the request aiokafka would send
+        order.append(("commit", dict(offsets)))
+        return True
+
+    async def faust_revocation(revoked):
+        order.append(("revoked", set(revoked)))
+
+    consumer._commit, consumer.on_partitions_revoked = broker_commit, faust_revocation
+    consumer.assignment = lambda: {tp}
+    intake.commit_before_revoke(app, quiet.wait, timeout=5.0)
+    app.flow_control.resume()
+
+    async def batch_in_flight() -> None:
+        async with quiet.busy():
+            await asyncio.sleep(0.2)  # its sends are being acknowledged
+            intake.acknowledge(app, [record(tp.topic, 0, o) for o in (102, 103)])
+
+    flying = asyncio.create_task(batch_in_flight())
+    await asyncio.sleep(0.01)
+    await consumer.on_partitions_revoked({tp})
+    await flying
+    assert order == [("commit", {tp: 104}), ("revoked", {tp})]
+    assert not app.flow_control.is_active(), "no further batch is taken meanwhile"
