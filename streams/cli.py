@@ -66,21 +66,58 @@ def _settings():
     return from_env()
 
 
-def _read_lines(path: str) -> list[dict]:
+class UsageError(Exception):
+    """A command line that names something that does not exist (exit status 2, like argparse's)."""
+
+
+def _read_lines(path: str) -> list[tuple[int, dict]]:
+    """The JSON lines of ``path`` ('-': standard input) with their file line numbers (blank
+    lines skipped); a line that is not a JSON object is reported by its number."""
     from .contracts import jsonform
 
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    return [jsonform.loads(line) for line in text.splitlines() if line.strip()]
+    where = "standard input" if path == "-" else path
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = jsonform.loads(line)
+        except ValueError as exc:  # orjson's message counts lines of the one line it was given
+            column = getattr(exc, "colno", None)
+            reason = getattr(exc, "msg", None) or "not JSON"
+            raise ValueError(f"{where} line {number}: not JSON ({reason}"
+                             f"{f' at column {column}' if column else ''})") from None  # fmt: skip
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} line {number}: not a JSON object")
+        out.append((number, value))
+    return out
+
+
+def _topic(name: str, allowed: Sequence[str]) -> str:
+    """The logical topic ``name`` (logical or prefixed) if it is one of ``allowed``."""
+    from .kafkaio import logical_name
+
+    topic = logical_name(name, _settings())
+    if topic not in allowed:
+        raise UsageError(f"unknown topic {name!r}; one of {', '.join(allowed)}")
+    return topic
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .kafkaio import logical_name, produce
+    from .contracts import topics as names
+    from .kafkaio import BadLine, encode_lines, send_records
 
     cfg = _settings()
-    topic = logical_name(args.topic, cfg)
-    sent = asyncio.run(produce(cfg, topic, _read_lines(args.file), raw=args.raw))
+    topic = _topic(args.topic, names.ALL_TOPICS if args.raw else tuple(names.TOPIC_RECORD))
+    where = "standard input" if args.file == "-" else args.file
+    try:  # every line is checked before anything is sent
+        records = encode_lines(topic, _read_lines(args.file), args.raw, cfg)
+    except BadLine as exc:
+        raise ValueError(f"{where} {exc}") from None
+    sent = asyncio.run(send_records(cfg, topic, records, args.timeout))
     print(f"sent {sent} records to {cfg.topic(topic)}", file=sys.stderr)
     return 0
 
@@ -89,13 +126,15 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     import asyncio
 
     from .contracts import jsonform
-    from .kafkaio import consume, logical_name
+    from .contracts import topics as names
+    from .kafkaio import consume
 
     cfg = _settings()
+    topic = _topic(args.topic, names.ALL_TOPICS)
 
     async def run() -> None:
         async for record in consume(
-            cfg, logical_name(args.topic, cfg), args.from_beginning, args.idle_timeout, args.max
+            cfg, topic, args.from_beginning, args.idle_timeout, args.max, args.timeout
         ):
             sys.stdout.write(jsonform.dumps(record) + "\n")
             sys.stdout.flush()
@@ -112,7 +151,7 @@ def _cmd_tick(args: argparse.Namespace) -> int:
 
     cfg = _settings()
     at = args.at or datetime.now(UTC)
-    partitions = asyncio.run(send_tick(cfg, at))
+    partitions = asyncio.run(send_tick(cfg, at, timeout=args.timeout))
     print(f"tick {at.isoformat()} sent to {partitions} partitions", file=sys.stderr)
     return 0
 
@@ -126,7 +165,11 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     cfg = _settings()
     from .worker.tables import changelog_topics
 
-    created = asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
+    created = asyncio.run(
+        create_topics(
+            cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg), timeout=args.timeout
+        )
+    )
     for name in created:
         print(f"created {name}")
     print(f"{len(created)} created, the rest already existed", file=sys.stderr)
@@ -163,7 +206,9 @@ def _cmd_release(args: argparse.Namespace) -> int:
     except errors.InvalidRecord as exc:
         raise ValueError(exc.detail) from None
     cfg = _settings()
-    asyncio.run(send_control(cfg, control.Command(control.RELEASE, args.loan_id, datetime.now(UTC))))
+    asyncio.run(
+        send_control(cfg, control.Command(control.RELEASE, args.loan_id, datetime.now(UTC)), args.timeout)
+    )
     print(f"release of {args.loan_id} sent; what was dead-lettered meanwhile: "
           f"duewatch dlq redrive --loan {args.loan_id}", file=sys.stderr)  # fmt: skip
     return 0
@@ -175,7 +220,7 @@ def _dead_letters(args: argparse.Namespace) -> list:
     from .kafkaio import read_dlq
     from .redrive import matches
 
-    return [r for r in asyncio.run(read_dlq(_settings())) if matches(r, args.reason, args.loan)]
+    return [r for r in asyncio.run(read_dlq(_settings(), args.timeout)) if matches(r, args.reason, args.loan)]
 
 
 def _cmd_dlq_list(args: argparse.Namespace) -> int:
@@ -200,7 +245,7 @@ def _cmd_dlq_redrive(args: argparse.Namespace) -> int:
     from .redrive import plan, summary
 
     chosen = plan(_dead_letters(args), None, None, datetime.now(UTC))
-    sent = 0 if args.dry_run else asyncio.run(resend(_settings(), chosen.resend))
+    sent = 0 if args.dry_run else asyncio.run(resend(_settings(), chosen.resend, args.timeout))
     for topic, n in sorted(summary(chosen).items()):
         print(f"{n:>8}  {'would go' if args.dry_run else 'redriven'} to {topic}")
     for why, n in sorted(chosen.left.items()):
@@ -214,11 +259,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
     import logging.config
 
+    from aiokafka.errors import KafkaError
     from faust.cli.base import prepare_app
 
-    from .kafkaio import create_topics
-    from .logs import logging_config, quiet_kafka_client
+    from .kafkaio import ConnectionCause, create_topics
+    from .logs import damp_kafka_client, logging_config, quiet_kafka_client
     from .worker.app import create_app
+    from .worker.outage import Worker
     from .worker.tables import changelog_topics, internal_topics
 
     cfg = _settings()
@@ -229,12 +276,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         logging.config.dictConfig(config)
     quiet_kafka_client(cfg.kafka_log_level)
     # Topics first (idempotent): the broker does not auto-create them, and a worker that
-    # starts against a fresh cluster should simply work.
-    asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
+    # starts against a fresh cluster should simply work. A broker that cannot be reached at
+    # start is one line and exit 1 (a supervisor starts the worker again); once running, the
+    # worker waits for a broker it loses (streams.worker.outage).
+    with ConnectionCause.captured() as cause:
+        try:
+            asyncio.run(create_topics(cfg, physical=internal_topics(cfg), compacted=changelog_topics(cfg)))
+        except (KafkaError, TimeoutError) as exc:
+            print(f"duewatch worker: {cause.describe(exc, cfg)}", file=sys.stderr)
+            return 1
     app = create_app(cfg)
+    damp_kafka_client()  # after create_app: every aiokafka module is imported by then
     prepare_app(app, "streams.worker.app")
     collect_garbage_less_often()
-    worker = app.Worker(loglevel=cfg.log_level)
+    worker = Worker(app, loglevel=cfg.log_level)
     worker.execute_from_commandline()
     return 0
 
@@ -313,10 +368,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)  # fmt: skip
 
     count = asyncio.run(
-        simulate(
-            cfg, args.loans, args.days, args.speed, args.seed, args.start, out=args.out, on_progress=progress
-        )
-    )
+        simulate(cfg, args.loans, args.days, args.speed, args.seed, args.start, out=args.out,
+                 on_progress=progress, timeout=args.timeout)
+    )  # fmt: skip
     where = args.out or f"Kafka at {cfg.bootstrap_servers} (prefix {cfg.topic_prefix!r})"
     print(f"simulate: {count:,} records to {where} in {time.monotonic() - began:.1f} s", file=sys.stderr)
     return 0
@@ -329,7 +383,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The commands that talk to Kafka with plain aiokafka clients (streams.kafkaio).
-KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate", "release", "dlq"})
+KAFKA_COMMANDS = frozenset({"produce", "consume", "tick", "topics", "simulate", "release", "dlq", "verify"})
 
 
 def _against_kafka(args: argparse.Namespace) -> int:
@@ -343,7 +397,8 @@ def _against_kafka(args: argparse.Namespace) -> int:
     with ConnectionCause.captured() as cause:
         try:
             return int(args.func(args) or 0)
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
+            _traceback_when_debugging()
             print(f"duewatch {args.command}: {cause.describe(exc, _settings())}", file=sys.stderr)
             return 1
 
@@ -452,11 +507,47 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .audit import verify_topic
+    from .contracts.topics import BUREAU
+    from .kafkaio import logical_name
+
+    cfg = _settings()
+    if logical_name(args.topic, cfg) != BUREAU:
+        print(f"duewatch verify: {args.topic} carries no hash chains; verify reads {BUREAU} (SPEC §7.1)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    _quiet_kafka_client()
+    result = asyncio.run(verify_topic(cfg, args.from_beginning, args.timeout, args.idle_timeout))
+    for line in result.lines():
+        print(line)
+    return 0 if result.holds else 1
+
+
+def _cmd_standing(args: argparse.Namespace) -> int:
+    from .audit import standing_from_records
+    from .contracts import jsonform
+    from .replay import load_input
+
+    print(jsonform.dumps(standing_from_records(load_input(args.input), args.loan, args.as_of).to_json()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
+    from .settings import variables_help
+
     parser = argparse.ArgumentParser(prog="duewatch", description="Real-time loan-overdue detector.")
+    parser.add_argument("--version", action="version", version=f"duewatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("worker", help="run a stream worker (detector, ticker, web server)")
+    p = sub.add_parser(
+        "worker", help="run a stream worker (detector, ticker, web server)",
+        description="Run a stream worker: the detector, the routers, the ticker and the web server "
+                    "(/health, /ready, /metrics). It is configured by the environment alone.",
+        epilog=variables_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("replay", help="run the detector over a JSON-lines file")
@@ -471,28 +562,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--raw", action="store_true", help="send each line's value string as bytes, as-is (DLQ tests)"
     )
+    _timeout_argument(p)
     p.set_defaults(func=_cmd_produce)
 
     p = sub.add_parser("consume", help="print a topic's records as JSON lines")
     p.add_argument("topic")
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument(
-        "--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record"
+        "--idle-timeout", type=_seconds, default=5.0, help="stop after this many seconds without a record (5)"
     )
-    p.add_argument("--max", type=int, default=None, help="stop after N records")
+    p.add_argument("--max", type=_positive_int, default=None, help="stop after N records (N ≥ 1)")
+    _timeout_argument(p)
     p.set_defaults(func=_cmd_consume)
 
     p = sub.add_parser("tick", help="send one Tick to every partition of clock.ticks")
     p.add_argument("--at", type=_instant, default=None, help="the tick's instant (default: now)")
+    _timeout_argument(p)
     p.set_defaults(func=_cmd_tick)
 
     p = sub.add_parser("topics", help="manage topics")
     topics = p.add_subparsers(dest="topics_command", required=True)
     t = topics.add_parser("create", help="create every topic of SPEC §1 (idempotent)")
+    _timeout_argument(t)
     t.set_defaults(func=_cmd_topics)
 
     p = sub.add_parser("release", help="let a loan set aside after an unexpected failure take records again")
     p.add_argument("loan_id", metavar="LOAN_ID")
+    _timeout_argument(p)
     p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("dlq", help="what the dead-letter topic holds: list it, redrive it")
@@ -504,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--loan", default=None, help="only records of this loan id")
         if name == "redrive":
             d.add_argument("--dry-run", action="store_true", help="say what would be redriven, send nothing")
+        _timeout_argument(d)
         d.set_defaults(func=func)
 
     p = sub.add_parser("simulate", help="produce a synthetic loan book and ticks on an accelerated clock")
@@ -511,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="write replay input (JSON lines) to this file instead of Kafka"
     )
+    _timeout_argument(p)
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="the main job, live: broker, workers, simulated book, summary, check")
@@ -553,20 +651,81 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--until", type=_instant, default=None, help="with --input: replay up to this instant")
     p.add_argument("--out", required=True, metavar="REPORT.html", help="where to write the report")
-    p.add_argument(
-        "--timeout",
-        type=_speed,
-        default=15.0,
-        help="with --from-topic: give up after S seconds without an answer (15)",
-    )
+    _timeout_argument(p, "with --from-topic: ")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("verify", help="verify the bureau records' hash chains; the heads digest (SPEC §7.1)")
+    p.add_argument("topic", metavar="TOPIC", help="bureau.records")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="every record from the topic's beginning (without it: follow new records, as consume)")  # fmt: skip
+    p.add_argument("--idle-timeout", type=_speed, default=5.0,
+                   help="without --from-beginning: stop after S seconds without a record (5)")  # fmt: skip
+    p.add_argument(
+        "--timeout", type=_speed, default=15.0, help="give up after S seconds without an answer (15)"
+    )
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("standing", help="a loan's standing at an instant, from a replay file (SPEC §7.2)")
+    p.add_argument("--input", required=True, help="replay input: JSON lines {topic, key, value}")
+    p.add_argument("--loan", required=True, metavar="ID", help="the loan id")
+    p.add_argument("--as-of", required=True, type=_instant, metavar="INSTANT", help="ISO-8601 with an offset")
+    p.set_defaults(func=_cmd_standing)
     return parser
+
+
+def _timeout_argument(p: argparse.ArgumentParser, when: str = "") -> None:
+    from .settings import COMMAND_TIMEOUT
+
+    p.add_argument("--timeout", type=_seconds, default=COMMAND_TIMEOUT, metavar="S",
+                   help=f"{when}fail when Kafka does not answer within S seconds ({COMMAND_TIMEOUT:g})")  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("duewatch")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def _debugging() -> bool:
+    import os
+
+    return os.environ.get("DUEWATCH_LOG_LEVEL", "").strip().upper() == "DEBUG"
+
+
+def _traceback_when_debugging() -> None:
+    """The traceback of the exception being handled, on standard error, at DUEWATCH_LOG_LEVEL=DEBUG
+    only (SPEC §6: otherwise an error is one line)."""
+    if _debugging():
+        import traceback
+
+        traceback.print_exc()
+
+
+def _expected() -> tuple[type[BaseException], ...]:
+    """The failures a command reports in one line: its input, its files, its settings, Kafka."""
+    from aiokafka.errors import KafkaError
+
+    from .contracts.registry import RegistryError
+    from .kafkaio import TopicMissing
+
+    return OSError, ValueError, TopicMissing, TimeoutError, KafkaError, RegistryError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `duewatch` console script."""
-    from .kafkaio import TopicMissing
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -578,8 +737,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 1
-    except (OSError, ValueError, TopicMissing) as exc:
+    except UsageError as exc:
         print(f"duewatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - SPEC §6: one line, not a traceback, for every failure
+        _traceback_when_debugging()
+        if isinstance(exc, _expected()):
+            print(f"duewatch {args.command}: {exc}", file=sys.stderr)
+        else:
+            print(f"duewatch {args.command}: unexpected {type(exc).__name__}: {exc} (a bug; "
+                  "DUEWATCH_LOG_LEVEL=DEBUG shows where)", file=sys.stderr)  # fmt: skip
         return 1
 
 

@@ -130,25 +130,11 @@ class Replay:
             topic = _logical(str(record.get("topic", "")))
             value = record.get("value")
             key = record.get("key")
-            time_field = _EVENT_TIME_FIELD.get(topic)
-            if time_field is None:
-                first_bad.append(
-                    (index, topic, key, value, errors.InvalidRecord(errors.INVALID_FIELD, "unknown topic"))
-                )
-                continue
             try:
-                if not isinstance(value, Mapping):
-                    raise errors.InvalidRecord(errors.UNDECODABLE, "value is not an object")
-                bounds.check_size(encoded_size(topic, value, self.max_record_bytes), self.max_record_bytes)
-                event_time = parse_instant(value.get(time_field))
+                event_time = self._event_time(record, topic, value)
+                assert isinstance(value, Mapping)
             except errors.InvalidRecord as exc:
                 first_bad.append((index, topic, key, value, exc))
-                continue
-            except (ValueError, OverflowError):
-                error = errors.InvalidRecord(
-                    errors.INVALID_FIELD, f"{time_field} must be an ISO-8601 instant with an offset"
-                )
-                first_bad.append((index, topic, key, value, error))
                 continue
             timed.append((event_time, index, topic, key, value))
             latest = event_time if latest is None or event_time > latest else latest
@@ -192,6 +178,23 @@ class Replay:
                 self._emit(emission_instant(topic, value), topic, key, value)
             self.outputs.sort()
         return self.outputs
+
+    def _event_time(self, record: Mapping[str, Any], topic: str, value: Any) -> datetime:
+        """The event time of an input record, or the InvalidRecord replay dead-letters it for."""
+        if UNDECODABLE_LINE in record:
+            raise errors.InvalidRecord(errors.UNDECODABLE, str(record[UNDECODABLE_LINE]))
+        time_field = _EVENT_TIME_FIELD.get(topic)
+        if time_field is None:
+            raise errors.InvalidRecord(errors.INVALID_FIELD, "unknown topic")
+        if not isinstance(value, Mapping):
+            raise errors.InvalidRecord(errors.UNDECODABLE, "value is not an object")
+        bounds.check_size(encoded_size(topic, value, self.max_record_bytes), self.max_record_bytes)
+        try:
+            return parse_instant(value.get(time_field))
+        except (ValueError, OverflowError):
+            raise errors.InvalidRecord(
+                errors.INVALID_FIELD, f"{time_field} must be an ISO-8601 instant with an offset"
+            ) from None
 
     def _apply(
         self, event_time: datetime, topic: str, key: Any, value: Mapping[str, Any], until: datetime | None
@@ -270,9 +273,15 @@ def latest_event_time(records: Iterable[Mapping[str, Any]]) -> datetime | None:
     return latest
 
 
+#: The key under which ``load_input`` says why a line is no record (replay dead-letters it as
+#: UNDECODABLE).
+UNDECODABLE_LINE = "undecodable"
+
+
 def load_input(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON-lines replay input at ``path``; a line that is not JSON becomes a record replay
-    dead-letters (``{"raw": line, "line": number}`` under no topic), so it is reported, not fatal."""
+    """The JSON-lines replay input at ``path``; a line that is not a JSON object becomes a record
+    replay dead-letters as UNDECODABLE (``{"raw": line, "line": number}`` under no topic), so it
+    is reported with its line number, not fatal."""
     from .contracts import jsonform
 
     records: list[dict[str, Any]] = []
@@ -281,11 +290,15 @@ def load_input(path: str | Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                records.append(jsonform.loads(line))
+                record = jsonform.loads(line)
+                why = None if isinstance(record, dict) else f"line {number} is not a JSON object"
             except ValueError:
-                records.append(
-                    {"topic": "", "key": None, "value": {"raw": line.rstrip("\n"), "line": number}}
-                )
+                why = f"line {number} is not JSON"
+            if why is None:
+                records.append(record)
+            else:
+                raw = {"raw": line.rstrip("\n"), "line": number}
+                records.append({"topic": "", "key": None, "value": raw, UNDECODABLE_LINE: why})
     return records
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,6 +19,9 @@ from .core.config import EngineConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+#: Seconds a command waits for Kafka to answer before it fails (SPEC §6: ``--timeout``'s default).
+COMMAND_TIMEOUT = 15.0
 
 #: The security protocols and SASL mechanisms aiokafka speaks and duewatch is tested with.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -96,7 +99,8 @@ class Settings:
     settle_delay: float = 60.0
     state_dir: str = "./state"
     web_port: int = 6066
-    web_bind: str = "0.0.0.0"
+    # Local runs listen on the loopback interface only; a container or pod sets 0.0.0.0.
+    web_bind: str = "127.0.0.1"
     web_host: str = "localhost"
     policy_file: str | None = None
     # Secrets are left out of repr(): a Settings printed in a log or a traceback shows no password.
@@ -238,23 +242,145 @@ class Settings:
         return kwargs
 
 
-def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ``env`` (default ``os.environ``); raises ValueError naming a bad variable."""
-    env = os.environ if env is None else env
+Reader = Callable[[Mapping[str, str], str, Any], Any]
 
-    def text(name: str, default: str | None) -> str | None:
-        value = env.get(name)
-        return default if value is None or value == "" else value
 
-    def choice(name: str, default: str | None, allowed: tuple[str, ...]) -> str | None:
-        value = text(name, default)
+def _text(env: Mapping[str, str], name: str, default: Any) -> Any:
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def _whole(minimum: int) -> Reader:
+    return lambda env, name, default: _number(env, name, default, int, minimum)
+
+
+def _real(minimum: float) -> Reader:
+    return lambda env, name, default: _number(env, name, default, float, minimum)
+
+
+def _flag(env: Mapping[str, str], name: str, default: Any) -> Any:
+    return _bool(env, name, default)
+
+
+def _one_of(allowed: tuple[str, ...]) -> Reader:
+    def read(env: Mapping[str, str], name: str, default: Any) -> Any:
+        value = _text(env, name, default)
         if value is not None and value.upper() not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         return None if value is None else value.upper()
 
-    protocol = choice("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", SECURITY_PROTOCOLS) or "PLAINTEXT"
-    mechanism = choice("KAFKA_SASL_MECHANISM", None, SASL_MECHANISMS)
-    tls_files = [n for n in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE") if text(n, None)]
+    return read
+
+
+def _registry_url(env: Mapping[str, str], name: str, default: Any) -> Any:
+    return _url(_text(env, name, default))
+
+
+def _static_id(env: Mapping[str, str], name: str, default: Any) -> Any:
+    return _instance_id(_text(env, name, default))
+
+
+def _host_name(env: Mapping[str, str], name: str, default: Any) -> Any:
+    return _text(env, name, None) or socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable: the setting it fills, what it means, how it is read. Its
+    default is the :class:`Settings` field's (``shown`` says it in words where that is not the
+    value itself)."""
+
+    name: str
+    field: str
+    meaning: str
+    read: Reader = _text
+    shown: str | None = None
+
+    @property
+    def default(self) -> Any:
+        return Settings.__dataclass_fields__[self.field].default
+
+    def default_text(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        value = self.default
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value) if value != "" else "empty"
+
+
+#: Every variable the worker and the commands read: the one list ``from_env`` reads and
+#: ``duewatch worker --help`` prints (SPEC §6).
+VARIABLES: tuple[Variable, ...] = (
+    Variable("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers", "the Kafka brokers, host:port[,host:port...]"),
+    Variable("KAFKA_SECURITY_PROTOCOL", "security_protocol", " | ".join(SECURITY_PROTOCOLS),
+             _one_of(SECURITY_PROTOCOLS)),
+    Variable("KAFKA_SASL_MECHANISM", "sasl_mechanism", f"with SASL_*: {' | '.join(SASL_MECHANISMS)} (PLAIN when none)",
+             _one_of(SASL_MECHANISMS)),
+    Variable("KAFKA_SASL_USERNAME", "sasl_username", "with SASL_*: the user"),
+    Variable("KAFKA_SASL_PASSWORD", "sasl_password", "with SASL_*: the password"),
+    Variable("KAFKA_SSL_CAFILE", "ssl_cafile", "with SSL/SASL_SSL: the CAs that sign the brokers' certificates "
+             "(PEM)", shown="the system's CAs"),
+    Variable("KAFKA_SSL_CERTFILE", "ssl_certfile", "the client certificate chain for mutual TLS (PEM)"),
+    Variable("KAFKA_SSL_KEYFILE", "ssl_keyfile", "its private key (PEM)", shown="in KAFKA_SSL_CERTFILE"),
+    Variable("KAFKA_SSL_KEY_PASSWORD", "ssl_key_password", "the private key's password"),
+    Variable("DUEWATCH_TOPIC_PREFIX", "topic_prefix", "put before every topic name of SPEC §1"),
+    Variable("DUEWATCH_PARTITIONS", "partitions", "partitions of the topics it creates", _whole(1)),
+    Variable("DUEWATCH_REPLICATION", "replication", "replication factor of the topics it creates", _whole(1)),
+    Variable("DUEWATCH_APP_ID", "app_id", "consumer group, and the start of the internal topics' names"),
+    Variable("DUEWATCH_TICKER_ENABLED", "ticker_enabled", "send clock ticks (false when they come from elsewhere)",
+             _flag),
+    Variable("DUEWATCH_TICK_INTERVAL", "tick_interval", "seconds between two ticks", _real(0.01)),
+    Variable("DUEWATCH_SETTLE_DELAY", "settle_delay", "seconds after a midnight before its transitions are "
+             "emitted", _real(0)),
+    Variable("DUEWATCH_STATE_DIR", "state_dir", "where the tables' RocksDB files live"),
+    Variable("DUEWATCH_WEB_PORT", "web_port", "port of /health, /ready, /metrics, /loans/{id}", _whole(0)),
+    Variable("DUEWATCH_WEB_BIND", "web_bind", "address the web port listens on (0.0.0.0 in a container)"),
+    Variable("DUEWATCH_WEB_HOST", "web_host", "the host name other workers reach this one by", _host_name,
+             shown="this machine's host name"),
+    Variable("DUEWATCH_POLICY_FILE", "policy_file", "the routing policy (TOML)", shown="SPEC's defaults"),
+    Variable("DUEWATCH_API_TOKEN", "api_token", "bearer token /loans/{id} asks for", shown="none: no auth"),
+    Variable("DUEWATCH_SCHEMA_REGISTRY_URL", "schema_registry_url", "a Confluent-compatible schema registry "
+             "(registry mode)", _registry_url, shown="none: plain Avro"),
+    Variable("DUEWATCH_SCHEMA_REGISTRY_USER", "schema_registry_user", "the registry's basic-auth user"),
+    Variable("DUEWATCH_SCHEMA_REGISTRY_PASSWORD", "schema_registry_password", "its password"),
+    Variable("DUEWATCH_LOG_LEVEL", "log_level", "debug | info | warning | error (debug: tracebacks too)"),
+    Variable("DUEWATCH_LOG_JSON", "log_json", "one JSON object per log line", _flag),
+    Variable("DUEWATCH_KAFKA_LOG_LEVEL", "kafka_log_level", "the Kafka client's own log level (its debug "
+             "output shows record contents)"),
+    Variable("DUEWATCH_BATCH_MAX", "batch_max", "most records an agent handles as one batch", _whole(1)),
+    Variable("DUEWATCH_MAX_RECORD_BYTES", "max_record_bytes", "largest input value taken (larger: DLQ, "
+             "TOO_LARGE)", _whole(1)),
+    Variable("DUEWATCH_MAX_TICK_AHEAD", "max_tick_ahead", "seconds a tick may be ahead of the wall clock "
+             "(0: no check)", _real(0)),
+    Variable("DUEWATCH_SESSION_TIMEOUT", "session_timeout", "seconds without a heartbeat before the group "
+             "hands a worker's partitions to the others (failover)", _real(1)),
+    Variable("DUEWATCH_HEARTBEAT_INTERVAL", "heartbeat_interval", "seconds between heartbeats (less than the "
+             "session timeout)", _real(0.1)),
+    Variable("DUEWATCH_INSTANCE_ID", "instance_id", "static group member id: a restarted worker takes its "
+             "partitions back without a rebalance", _static_id, shown="host name and state directory"),
+)  # fmt: skip
+
+
+def variables_help() -> str:
+    """The environment variables and their defaults, as ``duewatch worker --help`` lists them."""
+    width = max(len(v.name) for v in VARIABLES)
+    lines = ["environment variables (default in brackets):"]
+    lines += [f"  {v.name:<{width}}  {v.meaning} [{v.default_text()}]" for v in VARIABLES]
+    return "\n".join(lines)
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``env`` (default ``os.environ``), every variable of ``VARIABLES``; raises
+    ValueError naming a bad variable."""
+    env = os.environ if env is None else env
+    values = {v.field: v.read(env, v.name, v.default) for v in VARIABLES}
+    protocol, mechanism = values["security_protocol"], values["sasl_mechanism"]
+    tls_files = [
+        n for n in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE") if _text(env, n, None)
+    ]
     if tls_files and protocol not in ("SSL", "SASL_SSL"):
         # Someone meant to use TLS: connecting in the clear instead must not happen silently.
         raise ValueError(
@@ -264,49 +390,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise ValueError(
             f"KAFKA_SASL_MECHANISM given, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL"
         )
-    if text("KAFKA_SSL_KEYFILE", None) and not text("KAFKA_SSL_CERTFILE", None):
+    if values["ssl_keyfile"] and not values["ssl_certfile"]:
         raise ValueError("KAFKA_SSL_KEYFILE given without KAFKA_SSL_CERTFILE (the client certificate)")
-    session = _number(env, "DUEWATCH_SESSION_TIMEOUT", 10.0, float, 1)
-    heartbeat = _number(env, "DUEWATCH_HEARTBEAT_INTERVAL", 1.0, float, 0.1)
-    if heartbeat >= session:
+    if values["heartbeat_interval"] >= values["session_timeout"]:
         # Kafka's rule; a third of the session or less is the usual advice.
         raise ValueError(
-            f"DUEWATCH_HEARTBEAT_INTERVAL ({heartbeat:g} s) must be less than DUEWATCH_SESSION_TIMEOUT ({session:g} s)"
+            f"DUEWATCH_HEARTBEAT_INTERVAL ({values['heartbeat_interval']:g} s) must be less than "
+            f"DUEWATCH_SESSION_TIMEOUT ({values['session_timeout']:g} s)"
         )
-
-    return Settings(
-        bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092") or "127.0.0.1:9092",
-        topic_prefix=text("DUEWATCH_TOPIC_PREFIX", "") or "",
-        partitions=_number(env, "DUEWATCH_PARTITIONS", 12, int, 1),
-        replication=_number(env, "DUEWATCH_REPLICATION", 1, int, 1),
-        ticker_enabled=_bool(env, "DUEWATCH_TICKER_ENABLED", True),
-        tick_interval=_number(env, "DUEWATCH_TICK_INTERVAL", 1.0, float, 0.01),
-        settle_delay=_number(env, "DUEWATCH_SETTLE_DELAY", 60.0, float, 0),
-        state_dir=text("DUEWATCH_STATE_DIR", "./state") or "./state",
-        web_port=_number(env, "DUEWATCH_WEB_PORT", 6066, int, 0),
-        web_bind=text("DUEWATCH_WEB_BIND", "0.0.0.0") or "0.0.0.0",
-        web_host=text("DUEWATCH_WEB_HOST", None) or socket.gethostname(),
-        policy_file=text("DUEWATCH_POLICY_FILE", None),
-        api_token=text("DUEWATCH_API_TOKEN", None),
-        security_protocol=protocol,
-        sasl_mechanism=mechanism,
-        sasl_username=text("KAFKA_SASL_USERNAME", None),
-        sasl_password=text("KAFKA_SASL_PASSWORD", None),
-        ssl_cafile=text("KAFKA_SSL_CAFILE", None),
-        ssl_certfile=text("KAFKA_SSL_CERTFILE", None),
-        ssl_keyfile=text("KAFKA_SSL_KEYFILE", None),
-        ssl_key_password=text("KAFKA_SSL_KEY_PASSWORD", None),
-        app_id=text("DUEWATCH_APP_ID", "duewatch") or "duewatch",
-        log_json=_bool(env, "DUEWATCH_LOG_JSON", False),
-        log_level=text("DUEWATCH_LOG_LEVEL", "info") or "info",
-        batch_max=_number(env, "DUEWATCH_BATCH_MAX", 2000, int, 1),
-        max_record_bytes=_number(env, "DUEWATCH_MAX_RECORD_BYTES", 256 * 1024, int, 1),
-        max_tick_ahead=_number(env, "DUEWATCH_MAX_TICK_AHEAD", 86_400.0, float, 0),
-        kafka_log_level=text("DUEWATCH_KAFKA_LOG_LEVEL", "warning") or "warning",
-        schema_registry_url=_url(text("DUEWATCH_SCHEMA_REGISTRY_URL", None)),
-        schema_registry_user=text("DUEWATCH_SCHEMA_REGISTRY_USER", None),
-        schema_registry_password=text("DUEWATCH_SCHEMA_REGISTRY_PASSWORD", None),
-        session_timeout=session,
-        heartbeat_interval=heartbeat,
-        instance_id=_instance_id(text("DUEWATCH_INSTANCE_ID", None)),
-    )
+    return Settings(**values)

@@ -35,6 +35,12 @@ TOPIC_RECORD: dict[str, str] = {
     COLLECTIONS: "CollectionTask",
 }
 
+#: Topic configs duewatch requires beyond the broker's defaults (``duewatch topics create`` sets
+#: them, also on a topic that already exists). Bureau records must stay five years after their
+#: episode ends (PBOC regulation Art. 16) and their hash chains must stay whole (SPEC §7.1):
+#: deleting them is a compliance step, never a broker default.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {BUREAU: {"retention.ms": "-1"}}
+
 #: Input topics whose key is the loan id found in the value (SPEC §1).
 KEY_FIELD: dict[str, str] = {SCHEDULES: "loan_id", REPAYMENTS: "loan_id", DISPUTES: "loan_id"}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class BucketTable:
     """Contiguous DPD ranges from 0 upwards; the first must be the current bucket (DPD 0 only)."""
 
     buckets: tuple[Bucket, ...]
+    _thresholds: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.buckets or self.buckets[0].min_dpd != 0 or self.buckets[0].max_dpd != 0:
@@ -29,6 +30,8 @@ class BucketTable:
                 raise ValueError(f"buckets must be contiguous: {before.name} then {after.name}")
         if self.buckets[-1].max_dpd is not None:
             raise ValueError("the last bucket must be open-ended")
+        # Every step of every loan asks for them: computed once.
+        object.__setattr__(self, "_thresholds", tuple(b.min_dpd for b in self.buckets[1:]))
 
     def of(self, dpd: int) -> str:
         """The bucket name for ``dpd``."""
@@ -40,7 +43,7 @@ class BucketTable:
     @property
     def thresholds(self) -> tuple[int, ...]:
         """The DPDs at which the bucket changes (each bucket's lower bound above 0)."""
-        return tuple(b.min_dpd for b in self.buckets[1:])
+        return self._thresholds
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -31,5 +31,11 @@ class EngineConfig:
     late_window: timedelta = timedelta(days=366)
     reversal_window: timedelta = timedelta(days=366)
 
+    def __post_init__(self) -> None:
+        # A reminder after its due date would come after the cut-off, where the walk no longer
+        # looks for reminders (``timeline._timed_after``): reminders are before or on the day.
+        if any(days < 0 for days in self.reminder_days):
+            raise ValueError("reminder_days are days before the due date: none may be negative")
+
 
 REPLAY_CONFIG = EngineConfig(settle=timedelta(0))

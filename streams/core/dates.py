@@ -77,11 +77,13 @@ def local_date(instant: datetime, tz: tzinfo) -> date:
     return instant.astimezone(tz).date()
 
 
+@lru_cache(maxsize=65536)
 def start_of_day(day: date, tz: ZoneInfo) -> datetime:
     """The first instant of local ``day`` in ``tz``, as a UTC datetime.
 
     Where a daylight-saving change skips midnight, zoneinfo reads the missing 00:00 with the
-    offset in force before the change, which is exactly the instant the day begins.
+    offset in force before the change, which is exactly the instant the day begins. Cached:
+    every step of every loan asks for a day's start, and a book's loans share few days.
     """
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 

@@ -9,9 +9,12 @@ and live in ``timeline``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import lru_cache
+from itertools import accumulate
 from zoneinfo import ZoneInfo
 
 from .buckets import BucketTable
@@ -25,9 +28,15 @@ class SchedulePlan:
 
     tz: ZoneInfo
     effective_due: tuple[date, ...]
+    # Non-decreasing (due dates strictly increase and FOLLOWING only moves a date forward), so
+    # "the instalments whose cut-off has passed" is a prefix found by bisection.
     cutoffs: tuple[datetime, ...]
-    # Per instalment, the reminder instants (UTC) in increasing order.
+    # Per instalment, the reminder instants (UTC) in increasing order; each precedes the
+    # instalment's cut-off, and the k-th reminders of successive instalments do not decrease.
     reminders: tuple[tuple[datetime, ...], ...]
+    # Which instalments a reminder instant is for, in seq order: a step at an instant looks its
+    # DUE_SOONs up instead of scanning every instalment's reminders.
+    reminding: Mapping[datetime, tuple[int, ...]]
 
 
 @lru_cache(maxsize=100_000)
@@ -47,7 +56,11 @@ def _plan(
         tuple(local_instant(d.fromordinal(d.toordinal() - k), reminder_time, tz) for k in offsets)
         for d in effective
     )
-    return SchedulePlan(tz, effective, cutoffs, reminders)
+    reminding: dict[datetime, tuple[int, ...]] = {}
+    for index, instants in enumerate(reminders):
+        for instant in instants:
+            reminding[instant] = (*reminding.get(instant, ()), index)
+    return SchedulePlan(tz, effective, cutoffs, reminders, reminding)
 
 
 def plan_for(schedule: LoanSchedule, reminder_days: tuple[int, ...], reminder_time: time) -> SchedulePlan:
@@ -69,9 +82,25 @@ def plan_for(schedule: LoanSchedule, reminder_days: tuple[int, ...], reminder_ti
     return plan
 
 
+def amounts(schedule: LoanSchedule) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Each instalment's amount due and their running totals (kept on the schedule): with them
+    the instalments a payment total covers in full are found by bisection, not by a pass."""
+    memo: tuple[tuple[int, ...], tuple[int, ...]] | None = schedule.amounts_memo
+    if memo is None:
+        dues = tuple(i.principal + i.interest + i.fee for i in schedule.installments)
+        memo = (dues, tuple(accumulate(dues)))
+        object.__setattr__(schedule, "amounts_memo", memo)
+    return memo
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
-    """A loan's standing at one instant. Amounts are outstanding minor units of past-due instalments."""
+    """A loan's standing at one instant. Amounts are outstanding minor units of past-due instalments.
+
+    Money is allocated oldest first, so the instalments fall in three runs: paid in full (before
+    ``first_unpaid``), the one partly paid (``first_unpaid``, owing ``first_owed``), and the
+    untouched rest. Per-instalment facts are answered from that, so a position costs
+    O(past-due instalments), not O(instalments)."""
 
     dpd: int
     bucket: str
@@ -80,15 +109,30 @@ class Position:
     overdue_principal: int
     overdue_interest: int
     overdue_fee: int
-    # Per instalment: outstanding amount, settled flag, past-due flag.
-    outstanding: tuple[int, ...]
-    settled: tuple[bool, ...]
-    past_due: tuple[bool, ...]
+    first_unpaid: int  # instalments before it are paid in full
+    first_owed: int  # what instalment ``first_unpaid`` still owes
+    cut: int  # instalments before it have reached their cut-off
+    dues: tuple[int, ...]  # each instalment's amount due
+    tolerance: int
 
     @property
     def total_overdue(self) -> int:
         """Outstanding of every past-due instalment."""
         return self.overdue_principal + self.overdue_interest + self.overdue_fee
+
+    def owed(self, index: int) -> int:
+        """What instalment ``index`` still owes."""
+        if index < self.first_unpaid:
+            return 0
+        return self.first_owed if index == self.first_unpaid else self.dues[index]
+
+    def settled(self, index: int) -> bool:
+        """Instalment ``index``'s shortfall is within tolerance."""
+        return self.owed(index) <= self.tolerance
+
+    def past_due(self) -> list[int]:
+        """The past-due instalments (cut-off passed, not settled), oldest first."""
+        return [i for i in range(self.first_unpaid, self.cut) if not self.settled(i)]
 
 
 def position(
@@ -100,45 +144,31 @@ def position(
     before the next; an instalment is settled when its shortfall is within tolerance; it
     is past due from its cut-off on while not settled.
     """
-    remaining = paid
+    dues, totals = amounts(schedule)
+    first_unpaid = bisect_right(totals, paid)
+    first_owed = 0
+    if first_unpaid < len(dues):
+        first_owed = totals[first_unpaid] - paid
+    cut = bisect_right(plan.cutoffs, at)
     tolerance = schedule.tolerance
-    outstanding: list[int] = []
-    settled: list[bool] = []
-    past_due: list[bool] = []
     oldest: int | None = None
     count = principal = interest = fee = 0
-    for index, inst in enumerate(schedule.installments):
-        due = inst.principal + inst.interest + inst.fee
-        allocated = due if remaining >= due else remaining
-        remaining -= allocated
-        owed = due - allocated
-        is_settled = owed <= tolerance
-        is_past_due = not is_settled and at >= plan.cutoffs[index]
-        outstanding.append(owed)
-        settled.append(is_settled)
-        past_due.append(is_past_due)
-        if is_past_due:
-            if oldest is None:
-                oldest = index
-            count += 1
-            fee_paid = min(inst.fee, allocated)
-            interest_paid = min(inst.interest, allocated - fee_paid)
-            fee += inst.fee - fee_paid
-            interest += inst.interest - interest_paid
-            principal += inst.principal - (allocated - fee_paid - interest_paid)
-    if oldest is None:
-        dpd = 0
-    else:
-        dpd = (local_date(at, plan.tz) - plan.effective_due[oldest]).days
+    for index in range(first_unpaid, cut):
+        owed = first_owed if index == first_unpaid else dues[index]
+        if owed <= tolerance:
+            continue
+        if oldest is None:
+            oldest = index
+        count += 1
+        inst = schedule.installments[index]
+        allocated = dues[index] - owed
+        fee_paid = min(inst.fee, allocated)
+        interest_paid = min(inst.interest, allocated - fee_paid)
+        fee += inst.fee - fee_paid
+        interest += inst.interest - interest_paid
+        principal += inst.principal - (allocated - fee_paid - interest_paid)
+    dpd = 0 if oldest is None else (local_date(at, plan.tz) - plan.effective_due[oldest]).days
     return Position(
-        dpd=dpd,
-        bucket=buckets.of(dpd),
-        oldest_index=oldest,
-        overdue_installments=count,
-        overdue_principal=principal,
-        overdue_interest=interest,
-        overdue_fee=fee,
-        outstanding=tuple(outstanding),
-        settled=tuple(settled),
-        past_due=tuple(past_due),
-    )
+        dpd, buckets.of(dpd), oldest, count, principal, interest, fee,
+        first_unpaid, first_owed, cut, dues, tolerance,
+    )  # fmt: skip

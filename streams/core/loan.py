@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from . import bounds, errors
 from .config import EngineConfig
@@ -71,6 +72,9 @@ class LoanState:
     # must not reuse a retracted id; the instant says when the id can be forgotten.
     retracted: frozenset[tuple[str, datetime]] = frozenset()
     sealed: Sealed | None = None
+    # Its records indexed (``timeline.Ledger``), once built: a memo, not part of the value; a
+    # state made by adding one repayment gets its ledger extended instead of rebuilt.
+    ledger_memo: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def held(self) -> bool:
@@ -80,11 +84,15 @@ class LoanState:
     @property
     def origin(self) -> Carry:
         """Where a walk of the loan's open history starts: its fold point, or the beginning."""
-        return self.sealed.carry if self.sealed is not None else Carry()
+        return self.sealed.carry if self.sealed is not None else _START
 
     def ledger(self) -> Ledger:
         """The loan's kept records, indexed (on the total folded before them)."""
-        return Ledger(self.schedules, self.repayments, self.sealed.paid if self.sealed is not None else 0)
+        memo: Ledger | None = self.ledger_memo
+        if memo is None:
+            memo = Ledger(self.schedules, self.repayments, self.sealed.paid if self.sealed is not None else 0)
+            object.__setattr__(self, "ledger_memo", memo)
+        return memo
 
     def retracted_ids(self) -> Collection[str]:
         """The ids an event must not take again."""
@@ -92,6 +100,7 @@ class LoanState:
 
 
 _NONE: frozenset[str] = frozenset()
+_START = Carry()  # a walk from the beginning (one value: building a carry is not free)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +177,25 @@ def _finish(
     return Outcome(state=state, events=events, rejected=rejected, wake_at=_wake(state, cfg, ledger))
 
 
+def _moved(
+    state: LoanState, carry: Carry, retracted: frozenset[tuple[str, datetime]] | None = None
+) -> LoanState:
+    """``state`` walked on to ``carry`` (its records, so its ledger, unchanged)."""
+    moved = LoanState(
+        state.loan_id, state.schedules, state.repayments, carry,
+        state.retracted if retracted is None else retracted, state.sealed,
+    )  # fmt: skip
+    object.__setattr__(moved, "ledger_memo", state.ledger_memo)
+    return moved
+
+
 def _advance(
     state: LoanState, now: datetime | None, cfg: EngineConfig, rejected: tuple[Rejection, ...] = ()
 ) -> Outcome:
     ledger = state.ledger()
     carry, produced = walk(ledger, state.carry, cfg, _ready(cfg, now), state.retracted_ids())
     if carry is not state.carry:
-        state = replace(state, carry=carry)
+        state = _moved(state, carry)
     return _finish(state, cfg, tuple(produced), rejected, ledger)
 
 
@@ -206,7 +227,7 @@ def _recompute(
         )
     retractions = tuple(e.retraction(issued_at, issued_date) for e in withdrawn)
     fresh = tuple(e for e in after if e.event_id not in already)
-    state = replace(new, carry=carry, retracted=retracted)
+    state = _moved(new, carry, retracted)
     return _finish(state, cfg, retractions + fresh, rejected, ledger)
 
 
@@ -292,8 +313,8 @@ def apply_repayment(
     """Accept a payment or reversal (or refuse it with ``InvalidRecord``) and emit what follows from it."""
     if repayment.loan_id != state.loan_id:
         raise errors.InvalidRecord(errors.KEY_MISMATCH, "repayment for another loan")
-    # A scan, not a dict of the loan's payments: a loan holds a handful, and this runs per record.
-    existing = _payment(state.repayments, repayment.payment_id)
+    ledger = state.ledger()
+    existing = ledger.payments.get(repayment.payment_id)
     if existing is not None:
         if existing == repayment:
             return replace(_advance(state, now, cfg), duplicate=True)
@@ -302,7 +323,7 @@ def apply_repayment(
     if state.schedules and repayment.currency != state.schedules[0].currency:
         raise errors.InvalidRecord(errors.CURRENCY_MISMATCH, "currency differs from the loan's")
     if repayment.kind == REVERSAL:
-        target = _payment(state.repayments, repayment.reverses)
+        target = ledger.payments.get(repayment.reverses or "")
         if target is None or target.kind != PAYMENT:
             raise errors.InvalidRecord(errors.UNKNOWN_PAYMENT, "reversal of an unknown payment")
         if any(r.kind == REVERSAL and r.reverses == target.payment_id for r in state.repayments):
@@ -319,9 +340,7 @@ def apply_repayment(
                 f"paid_at is more than {cfg.reversal_window.days} days after the reversed payment",
             )
     else:
-        gross = sum(r.amount for r in state.repayments if r.kind == PAYMENT) + repayment.amount
-        if state.sealed is not None:
-            gross += state.sealed.gross
+        gross = ledger.gross + repayment.amount + (state.sealed.gross if state.sealed is not None else 0)
         if gross > bounds.MAX_AMOUNT:
             raise errors.InvalidRecord(
                 errors.OUT_OF_RANGE, f"the loan's payments would exceed {bounds.MAX_AMOUNT}"
@@ -331,16 +350,16 @@ def apply_repayment(
             errors.OUT_OF_RANGE,
             f"the loan already keeps {MAX_KEPT_REPAYMENTS} repayments of its open history",
         )
-    new = replace(state, repayments=(*state.repayments, repayment))
+    new = LoanState(
+        state.loan_id,
+        state.schedules,
+        (*state.repayments, repayment),
+        state.carry,
+        state.retracted,
+        state.sealed,
+    )
+    object.__setattr__(new, "ledger_memo", ledger.plus(repayment))
     return _settle_record(state, new, repayment.paid_at, now, cfg)
-
-
-def _payment(repayments: tuple[Repayment, ...], payment_id: str | None) -> Repayment | None:
-    """The accepted record with ``payment_id`` (None: none)."""
-    for r in repayments:
-        if r.payment_id == payment_id:
-            return r
-    return None
 
 
 def tick(state: LoanState, now: datetime, cfg: EngineConfig) -> Outcome:

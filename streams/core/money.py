@@ -12,6 +12,7 @@ import iso4217
 
 
 @lru_cache(maxsize=512)
+@lru_cache(maxsize=1024)
 def is_currency(code: str) -> bool:
     """True for an active ISO 4217 alphabetic code (``CNY``, ``USD``...)."""
     if len(code) != 3 or not code.isalpha() or not code.isupper():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from . import bounds, errors
@@ -83,6 +83,8 @@ class LoanSchedule:
     # Its calendar plan once computed (``delinquency.plan_for``), kept because every tick of the
     # loan needs it and building the plan cache's key alone costs a pass over the instalments.
     plan_memo: Any = field(default=None, init=False, repr=False, compare=False)
+    # Its instalments' amounts due and running totals (``delinquency.amounts``): a memo.
+    amounts_memo: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ def _currency(m: Mapping[str, Any]) -> str:
 _MAX = bounds.MAX_AMOUNT
 _FIRST, _LAST = bounds.MIN_DATE, bounds.MAX_DATE
 _INT_MIN, _INT_MAX = -bounds.MAX_INT32 - 1, bounds.MAX_INT32
+_FIRST_INSTANT, _END_INSTANT = bounds.MIN_INSTANT, bounds.END_INSTANT
 
 
 def _installment(raw: Any) -> Installment:
@@ -335,8 +338,41 @@ def _partners(m: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(partners)
 
 
+def _plain_id(value: object) -> bool:
+    """An id of 1–64 printable ASCII characters: valid, and the common case checked in one step."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= bounds.MAX_ID_CHARS
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
+def _plain_repayment(m: dict[str, Any]) -> Repayment | None:
+    """The repayment in ``m`` when every field has the exact type Avro decoding gives and is
+    within bounds (checked in one expression: a repayment is most of the input); None sends it
+    field by field, which names what is wrong. Accepts nothing ``parse_repayment`` refuses."""
+    amount, paid_at, kind, reverses = m.get("amount"), m.get("paid_at"), m.get("kind"), m.get("reverses")
+    payment_id, loan_id, currency = m.get("payment_id"), m.get("loan_id"), m.get("currency")
+    channel = m.get("channel", "unknown")
+    if (
+        type(amount) is int and 0 < amount <= _MAX
+        and type(paid_at) is datetime and paid_at.tzinfo is UTC and _FIRST_INSTANT <= paid_at < _END_INSTANT
+        and (kind == PAYMENT and reverses is None or kind == REVERSAL and _plain_id(reverses))
+        and _plain_id(payment_id) and _plain_id(loan_id)
+        and type(currency) is str and is_currency(currency)
+        and type(channel) is str and 0 < len(channel) <= bounds.MAX_CODE_CHARS
+    ):  # fmt: skip
+        return Repayment(payment_id, loan_id, amount, currency, paid_at, channel, kind, reverses)  # type: ignore[arg-type]
+    return None
+
+
 def parse_repayment(m: Mapping[str, Any]) -> Repayment:
     """Validate a Repayment on its own (SPEC §2); checks against the loan come in ``loan``."""
+    if type(m) is dict:
+        plain = _plain_repayment(m)
+        if plain is not None:
+            return plain
     if not isinstance(m, Mapping):
         raise errors.InvalidRecord(errors.INVALID_FIELD, "a Repayment must be an object")
     amount = _int(m, "amount", maximum=bounds.MAX_AMOUNT)

@@ -54,16 +54,22 @@ class Carry:
 
 
 class Ledger:
-    """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'."""
+    """A read-only view of a loan's accepted records, indexed for 'what holds at instant t'.
+
+    Kept on the loan's state (``LoanState.ledger``) and extended by one repayment at a time
+    (``plus``): a loan takes a record at a time, and building the index from all its records for
+    each one cost more than deciding on it."""
 
     __slots__ = (
-        "_points",
-        "_in_effect",
-        "_pay_points",
-        "_paid",
-        "_base",
+        "points",
+        "in_effect",
+        "pay_points",
+        "paid_totals",
+        "base",
         "record_instants",
         "first_effective",
+        "payments",
+        "gross",
     )
 
     def __init__(
@@ -71,8 +77,6 @@ class Ledger:
     ) -> None:
         """``base_paid``: the payments in effect at the loan's fold point, folded into one total
         (``loan.Sealed``); the ledger then answers for instants after that point only."""
-        # A ledger is built for every record a loan takes: the usual one schedule and a few
-        # payments take the short paths.
         if len(schedules) == 1:
             points, in_effect = [schedules[0].effective_at], list(schedules)
         else:
@@ -82,34 +86,71 @@ class Ledger:
                 for point in points
             ]
         deltas: dict[datetime, int] = {}
+        gross = 0
         for r in repayments:
-            deltas[r.paid_at] = deltas.get(r.paid_at, 0) + (r.amount if r.kind == PAYMENT else -r.amount)
+            if r.kind == PAYMENT:
+                deltas[r.paid_at] = deltas.get(r.paid_at, 0) + r.amount
+                gross += r.amount
+            else:
+                deltas[r.paid_at] = deltas.get(r.paid_at, 0) - r.amount
         pay_points = sorted(deltas)
         paid: list[int] = []
         total = base_paid
         for point in pay_points:
             total += deltas[point]
             paid.append(total)
-        self._points = points
-        self._in_effect = in_effect
-        self._pay_points = pay_points
-        self._paid = paid
-        self._base = base_paid
+        self.points = points
+        self.in_effect = in_effect
+        self.pay_points = pay_points
+        self.paid_totals = paid
+        self.base = base_paid
         self.first_effective: datetime | None = points[0] if points else None
         instants = sorted(set(points).union(pay_points)) if pay_points else points
         if points and instants[0] < points[0]:
             instants = instants[bisect_left(instants, points[0]) :]
         self.record_instants: list[datetime] = instants
+        #: The kept repayments by payment id (duplicates and reversals look them up).
+        self.payments: dict[str, Repayment] = {r.payment_id: r for r in repayments}
+        #: The kept PAYMENT amounts added up (SPEC §2's bound on a loan's sums).
+        self.gross = gross
+
+    def plus(self, repayment: Repayment) -> Ledger:
+        """This ledger with ``repayment`` added (the lists copied, the rest shared)."""
+        out = Ledger.__new__(Ledger)
+        t = repayment.paid_at
+        delta = repayment.amount if repayment.kind == PAYMENT else -repayment.amount
+        pay_points, paid = list(self.pay_points), list(self.paid_totals)
+        i = bisect_left(pay_points, t)
+        if i < len(pay_points) and pay_points[i] == t:
+            start = i
+        else:
+            pay_points.insert(i, t)
+            paid.insert(i, paid[i - 1] if i else self.base)
+            start = i
+        for k in range(start, len(paid)):
+            paid[k] += delta
+        instants = self.record_instants
+        first = self.first_effective
+        if first is None or t >= first:
+            j = bisect_left(instants, t)
+            if j == len(instants) or instants[j] != t:
+                instants = [*instants[:j], t, *instants[j:]]
+        out.points, out.in_effect, out.base = self.points, self.in_effect, self.base
+        out.pay_points, out.paid_totals = pay_points, paid
+        out.first_effective, out.record_instants = first, instants
+        out.payments = {**self.payments, repayment.payment_id: repayment}
+        out.gross = self.gross + (repayment.amount if repayment.kind == PAYMENT else 0)
+        return out
 
     def schedule_at(self, t: datetime) -> LoanSchedule | None:
         """The schedule in effect at ``t``: the highest revision whose effective_at ≤ t."""
-        i = bisect_right(self._points, t) - 1
-        return self._in_effect[i] if i >= 0 else None
+        i = bisect_right(self.points, t) - 1
+        return self.in_effect[i] if i >= 0 else None
 
     def paid_at(self, t: datetime) -> int:
         """Total of the payments in effect at ``t`` (paid_at ≤ t, not reversed at t)."""
-        i = bisect_right(self._pay_points, t) - 1
-        return self._paid[i] if i >= 0 else self._base
+        i = bisect_right(self.pay_points, t) - 1
+        return self.paid_totals[i] if i >= 0 else self.base
 
     def next_record_after(self, t: datetime | None) -> datetime | None:
         """The first instant after ``t`` (from the first effective_at on) at which a record takes effect."""
@@ -148,24 +189,35 @@ def _timed_after(
 
     Cut-offs of unsettled instalments, late-fee days of past-due ones, their next reminders,
     and the days the oldest past-due instalment reaches grace + 1 or a bucket boundary.
+
+    ``pos`` is the position at ``cursor``. Only the past-due instalments and the first unsettled
+    ones after them are looked at: a reminder precedes its instalment's cut-off, and cut-offs
+    and the k-th reminders of later instalments come no earlier, so once an instalment's
+    earliest instant is not before the best found, no later one can be.
     """
     best: datetime | None = None
     grace = schedule.grace_days
     tz = plan.tz
-    for index, inst in enumerate(schedule.installments):
-        if pos.settled[index]:
-            continue
-        cut = plan.cutoffs[index]
-        if cut > cursor:
-            if best is None or cut < best:
-                best = cut
-        elif inst.seq not in fee_seqs:
+    installments = schedule.installments
+    for index in pos.past_due():
+        if installments[index].seq not in fee_seqs:
             fee_day = start_of_day(plan.effective_due[index] + (grace + 1) * ONE_DAY, tz)
             if fee_day > cursor and (best is None or fee_day < best):
                 best = fee_day
-        for reminder in plan.reminders[index]:
+    cutoffs, reminders = plan.cutoffs, plan.reminders
+    for index in range(max(pos.cut, pos.first_unpaid), len(installments)):
+        own = reminders[index]
+        earliest = own[0] if own else cutoffs[index]
+        if best is not None and earliest >= best:
+            break
+        if pos.settled(index):
+            continue
+        cut = cutoffs[index]  # after the cursor: the instalment is not in the cut prefix
+        if best is None or cut < best:
+            best = cut
+        for reminder in own:
             if reminder > cursor:
-                if best is None or reminder < best:
+                if reminder < best:
                     best = reminder
                 break
     if pos.oldest_index is not None:
@@ -197,7 +249,7 @@ def _event(
     if due_index is not None:
         due_seq = schedule.installments[due_index].seq
         due_date = plan.effective_due[due_index]
-        amount_due = pos.outstanding[due_index]
+        amount_due = pos.owed(due_index)
     return ev.OverdueEvent(
         type=kind,
         loan_id=schedule.loan_id,
@@ -241,13 +293,12 @@ def _charges(
     seqs charged so far, and the penalty each midnight adds while nothing changes."""
     daily = 0
     new_fee_seqs = set()
-    for index, inst in enumerate(schedule.installments):
-        if not pos.past_due[index]:
-            continue
-        daily += daily_penalty(pos.outstanding[index], schedule.penalty_rate_bps)
-        if inst.seq not in fee_seqs and (day - plan.effective_due[index]).days > schedule.grace_days:
+    for index in pos.past_due():
+        daily += daily_penalty(pos.owed(index), schedule.penalty_rate_bps)
+        seq = schedule.installments[index].seq
+        if seq not in fee_seqs and (day - plan.effective_due[index]).days > schedule.grace_days:
             late_fees += schedule.late_fee
-            new_fee_seqs.add(inst.seq)
+            new_fee_seqs.add(seq)
     if new_fee_seqs:
         fee_seqs = fee_seqs | new_fee_seqs
     return late_fees, fee_seqs, daily
@@ -319,8 +370,8 @@ def step(
             emit(ev.OVERDUE_CURED, fdd)
         elif now_open and pos.bucket != previous_bucket:
             emit(ev.BUCKET_CHANGED, fdd)
-        for index, reminders in enumerate(plan.reminders):
-            if at in reminders and not pos.settled[index]:
+        for index in plan.reminding.get(at, ()):
+            if not pos.settled(index):
                 emit(ev.DUE_SOON, fdd if now_open else None, index)
     timed_next = None if terminal else _timed_after(schedule, plan, pos, at, fee_seqs, cfg)
     new_carry = Carry(

@@ -97,6 +97,7 @@ async def simulate(
     records: Sequence[BookRecord] | None = None,
     step: float = STEP,
     throttle: Callable[[int], Awaitable[None]] | None = None,
+    timeout: float = kafkaio.DEFAULT_TIMEOUT,
 ) -> int:
     """Generate the book (or take ``records``) and write it to ``out`` or play it to Kafka.
 
@@ -117,7 +118,7 @@ async def simulate(
         if on_progress is not None:
             on_progress(Progress(end, written, written, 0, len({r.key for r in records}), done=True))
         return written
-    return await _play(cfg, records, begin, end, speed, step, on_progress, throttle)
+    return await _play(cfg, records, begin, end, speed, step, on_progress, throttle, timeout)
 
 
 async def _play(
@@ -129,22 +130,24 @@ async def _play(
     step: float,
     on_progress: Callable[[Progress], None] | None,
     throttle: Callable[[int], Awaitable[None]] | None,
+    timeout: float,
 ) -> int:
     from aiokafka import AIOKafkaProducer
 
+    ticks_topic = cfg.topic(names.TICKS)
+    physical = {t: cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.DISPUTES)}
+    await kafkaio.topic_partitions(cfg, [ticks_topic, *physical.values()], timeout)  # all there, or fail now
     producer = AIOKafkaProducer(
-        **cfg.kafka_kwargs(),
+        **cfg.kafka_kwargs(),  # aiokafka's own request timeout: a busy demo broker may take a while
         linger_ms=5,
         acks="all",
         max_batch_size=256 * 1024,
         max_request_size=4 * 1024 * 1024,
     )
-    await producer.start()
-    ticks_topic = cfg.topic(names.TICKS)
-    physical = {t: cfg.topic(t) for t in (names.SCHEDULES, names.REPAYMENTS, names.DISPUTES)}
     state = {"sent": 0, "ticks": 0}
     seen_loans: set[str] = set()
     try:
+        await kafkaio.bounded(producer.start(), timeout)
         fanout = await kafkaio.partition_count(producer, ticks_topic)
 
         async def send_until(limit: datetime | None) -> None:

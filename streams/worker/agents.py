@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -29,14 +30,18 @@ from ..contracts import topics as names
 from ..core import bounds, errors
 from ..core.records import parse_tick
 from ..settings import Settings
-from . import faust_internals
+from . import faust_internals, guard
 from .aside import SetAside, report
 from .checkpoint import Checkpoint
 from .detector import Detector
 from .effects import Effects, Source, internal_error, source_of
 from .gate import Gate
+from .guard import Guard, logical_of_rekeyed
 from .metrics import Metrics
 from .routers import LoanRouters, Notifier, PartnerDigests
+from .tables import rekey_topic
+from .tracing import Tracing, trace_headers, trace_of
+from .wire import Wire
 
 log = logging.getLogger("duewatch")
 
@@ -87,7 +92,20 @@ class Context:
     gate: Gate
     quiet: Quiet
     checkpoint: Callable[[], Checkpoint]  # a fresh checkpoint for each batch
-    ready: bool = False
+    ready: bool = False  # partitions assigned and their tables recovered
+    broker_reachable: bool = True  # a broker answered lately (``outage.BrokerWatch``)
+    wire: Wire = field(default_factory=Wire)  # framing and SPEC §1 headers; the registry in registry mode
+    tracing: Tracing = field(default_factory=Tracing)
+
+    @property
+    def serving(self) -> bool:
+        """What ``/ready`` and ``duewatch_ready`` say: recovered, the broker answers and (registry
+        mode) the registry answers."""
+        return self.ready and self.broker_reachable and self.wire.available
+
+    def readiness(self) -> bool:
+        """/ready (``serving``), as the web routes call it."""
+        return self.serving
 
 
 def failed(record: Any, logical: str, exc: BaseException) -> Effects:
@@ -99,17 +117,26 @@ def failed(record: Any, logical: str, exc: BaseException) -> Effects:
 
 
 async def in_batches(
-    ctx: Context, stream: faust.StreamT, handle: Callable[[list[Any]], Awaitable[None]]
+    ctx: Context, stream: faust.StreamT, handle: Callable[[list[Any]], Awaitable[None]], name: str = "agent"
 ) -> None:
     """Feed ``handle`` the records of each batch the stream brings (one fetch: a busy worker waits
     for acknowledgements once per batch, an idle one once per record, without a timer). A batch of
     an older consumer generation is skipped: after the rebalance Faust seeks back to the committed
-    offsets and it comes again."""
+    offsets and it comes again.
+
+    In registry mode a batch first waits for the schemas it needs (``Wire.ready_for``): while the
+    registry does not answer, the batch is neither handled nor committed and the worker is not
+    ready; nothing is dead-lettered for an outage."""
     async for batch in stream:
         if not faust_internals.current(ctx.app, batch):
             continue
+        # Not while busy: a rebuild after a rebalance waits for quiet, and an outage can be long.
+        if not await ctx.wire.ready_for(batch.records, partial(faust_internals.current, ctx.app, batch),
+                                        lambda up: ctx.metrics.ready.set(int(up and ctx.ready and ctx.broker_reachable))):  # fmt: skip
+            continue
         async with ctx.quiet.busy():
-            await handle(batch.records)
+            with ctx.tracing.batch(name, batch.records):
+                await handle(batch.records)
 
 
 @dataclass(slots=True)
@@ -123,6 +150,7 @@ class Later:
     partition: int
     effects: Effects | None
     as_of: datetime | None = None
+    trace: bytes | None = None  # the traceparent of the tick (or record) the routing is for
 
 
 def routed_later(later: list[Later], routers: LoanRouters) -> list[tuple[Any, str, Effects]]:
@@ -133,10 +161,10 @@ def routed_later(later: list[Later], routers: LoanRouters) -> list[tuple[Any, st
     for item in later:
         try:
             if item.effects is not None:
-                routed = routers.on_events(item.partition, item.effects.routed)
+                routed = routers.on_events(item.partition, item.effects.routed, trace=item.trace)
             else:
                 assert item.as_of is not None
-                routed = routers.on_tick(item.partition, item.as_of)
+                routed = routers.on_tick(item.partition, item.as_of, trace=item.trace)
         except Exception as exc:  # a bug must not lose the record or stop the worker
             routed = failed(item.record, item.topic, exc)
         steps.append((item.record, item.topic, routed))
@@ -145,7 +173,8 @@ def routed_later(later: list[Later], routers: LoanRouters) -> list[tuple[Any, st
 
 class DetectorAgent:
     """Schedules, repayments, disputes, operators' commands and ticks of a loan partition: the
-    detector, then the loan's routers.
+    detector, then the loan's routers. A keyed record on a partition other than its key's is
+    forwarded to the re-key topic instead, and processed when it comes back from there (``guard``).
 
     Time enters only as ticks. A tick for partition p waits while p's input partitions still hold
     records that were there when it arrived (``Gate``). The loan-keyed routers run after the
@@ -154,10 +183,24 @@ class DetectorAgent:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.held_traces: dict[int, bytes | None] = {}  # partition -> traceparent of its held tick
         self.topic_of = {ctx.cfg.topic(t): t for t in names.ALL_TOPICS}
         self.consumed = {
             t: ctx.metrics.records_consumed.labels(t) for t in (*names.INPUT_TOPICS, names.CONTROL)
         }
+        self.rekey = rekey_topic(ctx.cfg)
+        self.guard = Guard(
+            lambda topic: ctx.app.consumer.topic_partitions(topic),
+            ctx.cfg.partitions,
+            ctx.metrics.input_misrouted,
+        )
+
+    def logical(self, message: Any) -> str:
+        """The logical topic ``message`` is processed as: a re-keyed record as the one it was
+        first read from (``guard``)."""
+        if message.topic == self.rekey:
+            return logical_of_rekeyed(message, self.topic_of)
+        return self.topic_of.get(message.topic, message.topic)
 
     async def handle(self, records: list[Any]) -> None:
         """One batch of the detector's partitions."""
@@ -168,8 +211,9 @@ class DetectorAgent:
         ticks = 0
         taken: dict[str, int] = {}
         for message in records:
-            logical = self.topic_of.get(message.topic, message.topic)
-            taken[logical] = taken.get(logical, 0) + 1
+            logical = self.logical(message)
+            if logical in self.consumed and message.topic != self.rekey:  # counted when it first arrived
+                taken[logical] = taken.get(logical, 0) + 1
             try:
                 if not await self.step(message, logical, checkpoint, later):
                     continue
@@ -210,19 +254,33 @@ class DetectorAgent:
                 checkpoint.add(message, logical, Effects().dead_letter(source, exc))
                 return False
             if ctx.gate.hold(partition, as_of, await self.unprocessed(partition)):
+                self.held_traces[partition] = trace_of(source.headers)  # the newest held tick's
                 return False
+            self.held_traces.pop(partition, None)
             await self.tick(message, logical, partition, as_of, checkpoint, later)
             return True
-        if logical == names.DISPUTES:
+        forward = self.guard.check(message, logical) if message.topic != self.rekey else None
+        if forward is not None:  # misrouted: processed from the re-key topic instead (``guard``)
+            checkpoint.add(message, logical, forward)
+        elif logical == names.DISPUTES:
             checkpoint.add(message, logical, ctx.loan_routers.on_dispute(source))
-            return False
-        if logical == names.CONTROL:
+        elif logical == names.CONTROL:
             checkpoint.add(message, logical, self.command(source))
-            return False
-        effects = ctx.detector.handle(source, datetime.now(UTC))
-        checkpoint.add(message, logical, effects)
-        if effects.routed:  # most records change a loan without a transition: nothing to route
-            checkpoint.add(message, logical, ctx.loan_routers.on_events(partition, effects.routed))
+        elif logical in (names.SCHEDULES, names.REPAYMENTS):
+            effects = ctx.detector.handle(source, datetime.now(UTC))
+            checkpoint.add(message, logical, effects)
+            if effects.routed:  # most records change a loan without a transition: nothing to route
+                trace = trace_of(source.headers) if source.headers else None
+                checkpoint.add(
+                    message, logical, ctx.loan_routers.on_events(partition, effects.routed, trace=trace)
+                )
+        else:
+            unknown = errors.InvalidRecord(
+                errors.INVALID_FIELD, f"{guard.ORIGINAL_TOPIC} names no input topic"
+            )
+            checkpoint.add(message, logical, Effects().dead_letter(source, unknown))
+        # Every record counts as progress of its partition, forwarded or not: a held tick waits
+        # for its input partitions, the re-key topic's included, to reach their targets.
         released = ctx.gate.note(TP(message.topic, partition), message.offset)
         if released is None:
             return False
@@ -235,9 +293,9 @@ class DetectorAgent:
         detector = self.ctx.detector
         try:
             bounds.check_size(len(value), detector.max_record_bytes)
-            as_of = parse_tick(codec.decode("Tick", value)).as_of
-        except codec.DecodeError as exc:
-            raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
+            as_of = parse_tick(self.ctx.wire.decode("Tick", value)).as_of
+        except codec.DecodeError as exc:  # UNDECODABLE, or in registry mode UNKNOWN_SCHEMA, SCHEMA_MISMATCH
+            raise errors.InvalidRecord(exc.reason, exc.detail) from None
         detector.tick_ahead(as_of, datetime.now(UTC))
         return as_of
 
@@ -260,18 +318,23 @@ class DetectorAgent:
         detector.advance(partition, as_of)
         # What a loan that fails on this tick sends to the DLQ: the tick, also when another record
         # let it through (catch-up gating), so that a redrive ticks that loan again.
+        # What it emits carries the tick's traceparent (SPEC §1): its own, or the held tick's.
         if logical == names.TICKS:
             source = source_of(record, logical)
         else:
-            source = Source(names.TICKS, partition, -1, None, codec.encode("Tick", {"as_of": as_of}))
+            held = trace_headers(self.held_traces.pop(partition, None))
+            source = Source(
+                names.TICKS, partition, -1, None, codec.encode("Tick", {"as_of": as_of}), tuple(held)
+            )
+        trace = trace_of(source.headers)
         while due := detector.due(partition, TICK_PART):
             effects = detector.tick_loans(source, due, datetime.now(UTC))
             checkpoint.add(record, logical, effects)
-            later.append(Later(record, logical, partition, effects))
+            later.append(Later(record, logical, partition, effects, trace=trace))
             if len(due) == TICK_PART:  # more may be due: this part goes out first
                 await self.route(checkpoint, later)
                 await checkpoint.commit()
-        later.append(Later(record, logical, partition, None, as_of))
+        later.append(Later(record, logical, partition, None, as_of, trace))
 
     async def route(self, checkpoint: Checkpoint, later: list[Later]) -> None:
         """The routers' steps put off by ticks, in order, once the events they route are out.
@@ -289,12 +352,13 @@ class DetectorAgent:
         later.clear()
 
     async def unprocessed(self, partition: int) -> dict[TP, int]:
-        """Per input partition of ``partition``: the last offset present now, if not yet processed."""
+        """Per input partition of ``partition`` (the re-key topic's included): the last offset
+        present now, if not yet processed."""
         ctx = self.ctx
         targets: dict[TP, int] = {}
         consumer = ctx.app.consumer
-        for logical in (names.SCHEDULES, names.REPAYMENTS):
-            tp = TP(ctx.cfg.topic(logical), partition)
+        for physical in (ctx.cfg.topic(names.SCHEDULES), ctx.cfg.topic(names.REPAYMENTS), self.rekey):
+            tp = TP(physical, partition)
             try:
                 high = consumer.highwater(tp)
                 if high is None:  # not fetched yet (e.g. just assigned): ask the broker
@@ -329,12 +393,13 @@ class DetectorAgent:
                 return effects
             assert order.event is not None
             try:
-                event = codec.decode("OverdueEvent", order.event)
+                event = ctx.wire.decode("OverdueEvent", order.event)
             except codec.DecodeError as exc:
-                raise errors.InvalidRecord(errors.UNDECODABLE, exc.detail) from None
+                raise errors.InvalidRecord(exc.reason, exc.detail) from None
             if event["loan_id"] != order.loan_id:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "the event is of another loan")
-            return ctx.loan_routers.on_events(source.partition, [(event, order.event)], rerouted=True)
+            trace = trace_of(source.headers)
+            return ctx.loan_routers.on_events(source.partition, [(event, order.event)], True, trace)
         except errors.InvalidRecord as exc:
             return Effects().dead_letter(source, exc)
 

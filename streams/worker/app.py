@@ -14,7 +14,9 @@ from typing import Any
 
 import faust
 
+from ..contracts import registry as schema_registry
 from ..contracts import topics as names
+from ..contracts.partitioning import partition_of
 from ..core.routing.engine import BUREAU, COLLECTIONS, LEDGERS, NOTIFICATIONS, PARTNERS
 from ..logs import logging_config
 from ..policy_loader import load_policy
@@ -25,19 +27,19 @@ from .aside import SetAside
 from .checkpoint import BATCH_BYTES, Checkpoint, Step
 from .detector import Detector
 from .gate import Gate
-from .lifecycle import Lifecycle
+from .lifecycle import REVOKE_QUIET, Lifecycle, group_membership
 from .metrics import BookGauges, Tally, add_faust_sensors, metrics
+from .outage import BrokerWatch
 from .routers import LoanRouters, Notifier, PartnerDigests
-from .tables import ASIDE, LOANS, NOTIFY_BY_BORROWER, PARTNER_ITEMS, TABLES, encode, internal_topics
+from .tables import ASIDE, LOANS, NOTIFY_BY_BORROWER, PARTNER_ITEMS, REKEY, TABLES, encode, internal_topics
 from .ticker import add_ticker
+from .tracing import Tracing
 from .web import add_routes
+from .wire import Wire
 
 log = logging.getLogger("duewatch")
 
 BATCHES_QUEUED = 4  # fetched batches waiting per agent (bounds memory; the fetch waits beyond)
-REVOKE_QUIET = (
-    10.0  # seconds a rebalance waits for the batch in flight (faust_internals.commit_before_revoke)
-)
 
 
 def _credentials(cfg: Settings) -> Any:
@@ -69,12 +71,7 @@ def create_app(cfg: Settings) -> faust.App:
         topic_replication_factor=cfg.replication,
         table_standby_replicas=1,
         consumer_auto_offset_reset="earliest",
-        # Failover in seconds (docs/reliability.md): a crashed worker's partitions move after
-        # session_timeout; a restarted one takes them back without a rebalance (static member).
-        broker_session_timeout=cfg.session_timeout,
-        broker_heartbeat_interval=cfg.heartbeat_interval,
-        broker_request_timeout=max(90.0, cfg.session_timeout),  # Faust: never below the session
-        consumer_group_instance_id=cfg.group_instance_id,
+        **group_membership(cfg),  # failover in seconds: session, heartbeat, static member
         logging_config=logging_config(cfg.log_json, cfg.log_level, cfg.kafka_log_level),
         web_enabled=True,
         web_port=cfg.web_port,
@@ -102,8 +99,8 @@ def create_app(cfg: Settings) -> faust.App:
         )  # fmt: skip
 
     outputs = {t: topic(cfg.topic(t)) for t in (*names.OUTPUT_TOPICS, names.TICKS)}
-    notify_topic, items_topic = (topic(name, internal=True) for name in internal_topics(cfg))
-    outputs[NOTIFY_BY_BORROWER], outputs[PARTNER_ITEMS] = notify_topic, items_topic
+    notify_topic, items_topic, rekey = (topic(name, internal=True) for name in internal_topics(cfg))
+    outputs[NOTIFY_BY_BORROWER], outputs[PARTNER_ITEMS], outputs[REKEY] = notify_topic, items_topic, rekey
     physical = {logical: t.get_topic_name() for logical, t in outputs.items()}
 
     # Faust derives a table's serializers from key_type/value_type alone (bytes -> raw); states
@@ -118,13 +115,20 @@ def create_app(cfg: Settings) -> faust.App:
     policy = load_policy(cfg.policy_file)
     book = BookGauges(m)
     set_aside = SetAside()
+    # One framing and one set of SPEC §1 headers for every record the worker writes.
+    wire = Wire(cfg.app_id, schema_registry.from_settings(cfg), cfg.topic_prefix)
+    tracing = Tracing.from_env(cfg.app_id)
+    engine = cfg.engine  # built once: every state write encodes with it
     detector = Detector(
-        cfg.engine, lambda partition, loan_id: stores[LOANS].get(partition, loan_id.encode()), book=book,
+        engine, lambda partition, loan_id: stores[LOANS].get(partition, loan_id.encode()), book=book,
         set_aside=set_aside, max_record_bytes=cfg.max_record_bytes,
-        max_tick_ahead=timedelta(seconds=cfg.max_tick_ahead) if cfg.max_tick_ahead else None,
+        max_tick_ahead=timedelta(seconds=cfg.max_tick_ahead) if cfg.max_tick_ahead else None, wire=wire,
     )  # fmt: skip
-    loan_routers = LoanRouters(policy, load_router, cfg.partitions, set_aside)
-    notifier, digests = Notifier(policy, load_router), PartnerDigests(policy, load_router, cfg.partitions)
+    loan_routers = LoanRouters(policy, load_router, cfg.partitions, set_aside, wire)
+    notifier, digests = (
+        Notifier(policy, load_router, wire),
+        PartnerDigests(policy, load_router, cfg.partitions, wire),
+    )
     caches = {table: loan_routers.cache for table in (BUREAU, COLLECTIONS, LEDGERS)}
     caches.update({NOTIFICATIONS: notifier.cache, PARTNERS: digests.cache})
 
@@ -141,14 +145,15 @@ def create_app(cfg: Settings) -> faust.App:
     tally = Tally(m)
     ctx = Context(
         app, cfg, m, detector, loan_routers, notifier, digests, set_aside, Gate(), Quiet(),
-        checkpoint=lambda: Checkpoint(app, physical, stores, lambda t, v: encode(t, v, cfg.engine), tally, forget,
+        checkpoint=lambda: Checkpoint(app, physical, stores, lambda t, v: encode(t, v, engine), tally, forget,
                                       lambda step, exc: failed(step.record, step.topic, exc)),
+        wire=wire, tracing=tracing,
     )  # fmt: skip
 
     # Each agent iterates a channel of batches (faust_internals.install) rather than its topics;
     # the topics are subscribed as iterating them would (the conductor's set decides the
     # consumer's subscription and the assignor's co-partitioned groups).
-    inputs = topic(*(cfg.topic(t) for t in (*names.INPUT_TOPICS, names.CONTROL)))
+    inputs = topic(*(cfg.topic(t) for t in (*names.INPUT_TOPICS, names.CONTROL)), rekey.get_topic_name())
     faust_internals.reread_uncommitted(
         app, {notify_topic.get_topic_name(), items_topic.get_topic_name(), *inputs.topics}
     )
@@ -166,8 +171,8 @@ def create_app(cfg: Settings) -> faust.App:
     )
     for name, channel, handle in zip(("detect", "notify", "partner_shares"), channels, handlers, strict=True):
 
-        async def agent(stream: faust.StreamT, handle: Any = handle) -> None:
-            await in_batches(ctx, stream, handle)
+        async def agent(stream: faust.StreamT, handle: Any = handle, name: str = name) -> None:
+            await in_batches(ctx, stream, handle, name)
 
         app.agent(channel, name=name, concurrency=1)(agent)
 
@@ -179,18 +184,12 @@ def create_app(cfg: Settings) -> faust.App:
         lifecycle.revoked(revoked)
 
     tables[LOANS].on_recover(lifecycle.recovered)
-    app.timer(1.0)(_async(lifecycle.publish_gauges))
+    app.timer(1.0)(lifecycle.publish_gauges)
     for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
-    add_routes(app, tables[LOANS], cfg.engine, cfg.api_token, lambda: ctx.ready)
+    add_routes(app, tables[LOANS], engine, cfg.api_token, ctx.readiness,
+               lambda loan_id: detector.clocks.get(partition_of(loan_id.encode(), cfg.partitions)))  # fmt: skip
+    tables[LOANS].on_recover(BrokerWatch(ctx, lambda: faust_internals.cluster_metadata(app)).start)
     if cfg.ticker_enabled:
-        add_ticker(app, cfg, outputs[names.TICKS])
+        add_ticker(app, cfg, outputs[names.TICKS], tracing)
     return app
-
-
-def _async(function: Any) -> Any:
-    async def run() -> None:
-        function()
-
-    run.__name__ = function.__name__
-    return run

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import TP
 
 from ..contracts.partitioning import partition_of
@@ -40,6 +41,17 @@ log = logging.getLogger("duewatch")
 #: Producer batch size: a changelog record batch carries a partition's states of a whole input
 #: batch (~1 KB each), well below Kafka's 1 MB message limit.
 BATCH_BYTES = 256 * 1024
+
+
+#: The longest pause between two attempts to send a batch the broker did not take (seconds).
+OUTAGE_PAUSE = 10.0
+
+
+def outage(exc: BaseException) -> bool:
+    """Whether a failed send means the broker is unreachable or busy (try again) rather than that
+    it refused the records (the step goes to the DLQ): a timeout, or an error Kafka calls
+    retriable (no connection, no leader, not enough replicas)."""
+    return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and bool(exc.retriable))
 
 
 @dataclass(slots=True)
@@ -146,14 +158,15 @@ class Checkpoint:
             pass
 
     async def commit(self, acknowledge: Iterable[Any] = ()) -> None:
-        """Steps 1 to 4 for the steps added so far, then start afresh. If the batch fails (a
-        record the broker refuses), it is carried out step by step (what was sent already goes
+        """Steps 1 to 4 for the steps added so far, then start afresh. While the broker is
+        unreachable the batch is sent again (``outage``). If the batch fails (a record the broker
+        refuses), it is carried out step by step (what was sent already goes
         again, with the same ids), and a step that still fails sends its input record to the DLQ
         instead. ``acknowledge``: the input records whose offsets step 4 acknowledges."""
         steps = self.steps
         if steps:
             try:
-                await self._carry_out(steps)
+                await self._until_taken(steps)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -168,7 +181,7 @@ class Checkpoint:
     async def _alone(self, step: Step) -> None:
         self.steps, self._issued, self._acks = [step], 0, []
         try:
-            await self._carry_out([step])
+            await self._until_taken([step])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -178,7 +191,25 @@ class Checkpoint:
                 0,
                 [],
             )
-            await self._carry_out(self.steps)
+            await self._until_taken(self.steps)
+
+    async def _until_taken(self, steps: list[Step]) -> None:
+        """Steps 1 to 3 for ``steps``, carried out again while the broker cannot take them (an
+        outage, SPEC §6: not a reason to dead-letter anything). What was sent already goes again,
+        with the same ids; a shutdown cancels the wait."""
+        pause = 0.5
+        while True:
+            try:
+                await self._carry_out(steps)
+                return
+            except Exception as exc:
+                if not outage(exc):
+                    raise
+                log.warning("the broker did not take a batch of %d steps (%s); sending it again in %.1f s",
+                            len(steps), type(exc).__name__, pause)  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, OUTAGE_PAUSE)
+            self._issued, self._acks = 0, []
 
     async def _carry_out(self, steps: list[Step]) -> None:
         await self.issue()  # 1

@@ -26,6 +26,8 @@ from .aside import SetAside
 from .effects import Effects, Send, Source, dlq_send, internal_error
 from .metrics import BookGauges
 from .tables import ASIDE, LOANS, contribution, indexed
+from .tracing import trace_headers, trace_of
+from .wire import Wire
 
 #: A stored loan state by (partition, loan id).
 Load = Callable[[int, str], bytes | None]
@@ -46,8 +48,10 @@ class Detector:
         set_aside: SetAside | None = None,
         max_record_bytes: int = bounds.MAX_RECORD_BYTES,
         max_tick_ahead: timedelta | None = timedelta(days=1),
+        wire: Wire | None = None,
     ) -> None:
         self.cfg = cfg
+        self.wire = wire if wire is not None else Wire()
         self.book = book
         self._load = load
         self.clocks: dict[int, datetime] = {}
@@ -146,9 +150,9 @@ class Detector:
             bounds.check_size(len(source.value), self.max_record_bytes)
             record: LoanSchedule | Repayment
             if topic == names.SCHEDULES:
-                record = parse_schedule(codec.decode("LoanSchedule", source.value))
+                record = parse_schedule(self.wire.decode("LoanSchedule", source.value))
             elif topic == names.REPAYMENTS:
-                record = parse_repayment(codec.decode("Repayment", source.value))
+                record = parse_repayment(self.wire.decode("Repayment", source.value))
             else:
                 raise errors.InvalidRecord(errors.INVALID_FIELD, f"detector does not read {topic}")
             if source.key is None or source.key.decode("utf-8", "replace") != record.loan_id:
@@ -166,10 +170,11 @@ class Detector:
             else:
                 outcome = apply_repayment(state, record, now, self.cfg)
             effects = Effects(duplicate=outcome.duplicate)
-            self._take(effects, loan_id, before, outcome, partition, detected_at)
+            trace = trace_of(source.headers) if source.headers else None
+            self._take(effects, loan_id, before, outcome, partition, detected_at, trace)
             return effects
-        except codec.DecodeError as exc:
-            return Effects().dead_letter(source, errors.InvalidRecord(errors.UNDECODABLE, exc.detail))
+        except codec.DecodeError as exc:  # UNDECODABLE, or in registry mode UNKNOWN_SCHEMA, SCHEMA_MISMATCH
+            return Effects().dead_letter(source, errors.InvalidRecord(exc.reason, exc.detail))
         except errors.InvalidRecord as exc:
             return Effects().dead_letter(
                 source, exc, loan_id if exc.reason == errors.LOAN_SET_ASIDE else None
@@ -237,6 +242,7 @@ class Detector:
         partition = source.partition
         clock = self.clocks[partition]
         effects = Effects()
+        trace = trace_of(source.headers) if source.headers else None  # the tick's (SPEC §1)
         for loan_id in loan_ids:
             try:
                 if self.aside.holds(partition, loan_id):
@@ -247,7 +253,7 @@ class Detector:
                 outcome = tick(state, clock, self.cfg)
                 if outcome.wake_at is not None and outcome.wake_at <= clock:
                     raise RuntimeError("a tick left the loan due at the instant it was ticked to")
-                self._take(effects, loan_id, state, outcome, partition, detected_at)
+                self._take(effects, loan_id, state, outcome, partition, detected_at, trace)
             except Exception as exc:  # a bug: this loan alone stops
                 effects.merge(self.set_aside(exc, source, loan_id, detected_at))
         return effects
@@ -260,21 +266,25 @@ class Detector:
         outcome: Outcome,
         partition: int,
         detected_at: datetime,
+        trace: bytes | None = None,
     ) -> None:
         """Add ``outcome`` to ``effects`` and to what memory holds. Everything that can fail (the
-        encoding) happens before anything is changed, so a loan that fails here is left as it was."""
+        encoding) happens before anything is changed, so a loan that fails here is left as it was.
+        ``trace``: the ``traceparent`` of the record (or tick) the outcome is for."""
         key = loan_id.encode()
         sends: list[Send] = []
         routed: list[tuple[dict, bytes]] = []
+        send = self.wire.send
         for event in outcome.events:
             record = event.to_dict(detected_at)
-            value = codec.encode("OverdueEvent", record)
-            sends.append(Send(names.OVERDUE, key, value, partition))
-            routed.append((record, value))
+            out = send(names.OVERDUE, key, record, partition, trace)
+            sends.append(out)
+            routed.append((record, out.value))
         rejected: list[str] = []
         for rejection in outcome.rejected:
             original = codec.encode("Repayment", repayment_to_dict(rejection.record))
-            sends.append(dlq_send(key, original, rejection.error, names.REPAYMENTS, partition, -1))
+            sends.append(dlq_send(key, original, rejection.error, names.REPAYMENTS, partition, -1,
+                                  trace_headers(trace)))  # fmt: skip
             rejected.append(rejection.error.reason)
         effects.sends += sends
         effects.events += outcome.events

@@ -392,6 +392,12 @@ def kafka_producer(app: faust.App) -> Any:
     return producer._ensure_producer()
 
 
+async def cluster_metadata(app: faust.App) -> Any:
+    """The cluster's metadata, asked of its brokers now through the producer's client (raises
+    when none answers): whether the worker can reach its broker (``outage.BrokerWatch``)."""
+    return await kafka_producer(app).client.fetch_all_metadata()
+
+
 class IdempotentProducer(faust_aiokafka.Producer):
     """Faust's aiokafka producer with acks=all and idempotence, whatever the processing guarantee.
 

@@ -21,6 +21,14 @@ from .tables import ASIDE
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 61, 62, 65, 70, 90, 120, 300)
 
+#: A transition emitted more than this many seconds after its as_of is history arriving — a book
+#: backfilled through the stream, an upstream system that sends late, a worker catching up after a
+#: long stop — not the pipeline's delay: its lag is observed with ``timing="history"``, and the
+#: detection-lag alert judges ``timing="live"`` only. A live transition waits the settle delay (60 s)
+#: and a tick (1 s); an hour leaves room for any delay the alert is there to catch, and the longer
+#: ones are caught by the tick-lag, not-ready and worker-down alerts before they get that long.
+LIVE_HORIZON = 3600.0
+
 
 class Metrics:
     """Every duewatch metric, registered once per registry."""
@@ -29,6 +37,13 @@ class Metrics:
         r = registry
         self.records_consumed = Counter(
             "duewatch_records_consumed", "Input records consumed, by topic.", ["topic"], registry=r
+        )
+        self.input_misrouted = Counter(
+            "duewatch_input_misrouted",
+            "Input records that arrived on a partition other than their key's by murmur2 and were forwarded "
+            "through the re-key topic (SPEC §1), by topic.",
+            ["topic"],
+            registry=r,
         )
         self.invalid_records = Counter(
             "duewatch_invalid_records",
@@ -52,7 +67,8 @@ class Metrics:
             "duewatch_open_delinquencies", "Open delinquency episodes, by bucket.", ["bucket"], registry=r
         )
         self.overdue_amount = Gauge(
-            "duewatch_overdue_amount", "Overdue amount of open episodes (minor units), by bucket and currency.",
+            "duewatch_overdue_amount_minor_units",
+            "Overdue amount of open episodes in the currency's minor units (cents, fen), by bucket and currency.",
             ["bucket", "currency"], registry=r,
         )  # fmt: skip
         self.tick_lag = Gauge(
@@ -63,7 +79,9 @@ class Metrics:
         )
         self.detection_lag = Histogram(
             "duewatch_detection_lag_seconds",
-            "Emission wall time minus the transition's as_of.",
+            "Emission wall time minus the transition's as_of: timing=live when that is at most an hour, "
+            "history when more (a backfill, a late upstream, a catch-up: not a live delay).",
+            ["timing"],
             buckets=LAG_BUCKETS,
             registry=r,
         )
@@ -89,7 +107,9 @@ class Metrics:
             "duewatch_held_repayments", "Loans holding repayments that wait for a schedule.", registry=r
         )
         self.ready = Gauge(
-            "duewatch_ready", "1 when partitions are assigned and table recovery has finished.", registry=r
+            "duewatch_ready",
+            "1 when partitions are assigned, table recovery has finished and the broker answers (/ready).",
+            registry=r,
         )
         self.recovering = Gauge("duewatch_recovery_in_progress", "1 while table recovery runs.", registry=r)
 
@@ -144,6 +164,8 @@ class Tally:
         self._by_type: dict[str, Any] = {}
         self._by_sink: dict[str, Any] = {}
         self._dlq_from: dict[str, Any] = {}
+        self._live = metrics.detection_lag.labels("live")
+        self._history = metrics.detection_lag.labels("history")
 
     def __call__(self, effects: Effects) -> None:
         m = self.metrics
@@ -155,7 +177,8 @@ class Tally:
                     counter = self._by_type[event.type] = m.overdue_events.labels(event.type)
                 counter.inc()
                 if event.retracts is None:
-                    m.detection_lag.observe((wall - event.as_of).total_seconds())
+                    lag = (wall - event.as_of).total_seconds()
+                    (self._live if lag <= LIVE_HORIZON else self._history).observe(lag)
         for send in effects.sends:
             if send.topic in ROUTED_TOPICS:
                 sink = self._by_sink.get(send.topic)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..contracts import codec
-from ..contracts.topics import OVERDUE, TICKS, TOPIC_RECORD
+from ..contracts.topics import OVERDUE, TICKS
 from ..core import errors
 from ..core.records import parse_dispute, parse_tick
 from ..core.routing import Policy, engine, partners
@@ -33,6 +33,8 @@ from ..core.wakeups import WakeIndex
 from .aside import SetAside, mark, report
 from .effects import Effects, Send, Source, internal_error
 from .tables import ASIDE, NOTIFY_BY_BORROWER, PARTNER_ITEMS, decode_router
+from .tracing import trace_headers, trace_of
+from .wire import Wire
 
 MARKER_HEADER = "tick_marker"
 
@@ -105,10 +107,11 @@ class Port:
         self.cache.put(self.effects, table, self.partition, key, state)
 
 
-def route(effects: Effects, outputs: list[Output]) -> None:
-    """The routers' outputs as records to send, Avro-encoded."""
-    for topic, key, value in outputs:
-        effects.sends.append(Send(topic, key.encode(), codec.encode(TOPIC_RECORD[topic], value), None))
+def route(effects: Effects, outputs: list[Output], wire: Wire, trace: bytes | None = None) -> None:
+    """The routers' outputs as records to send: encoded, with their SPEC §1 headers, ``trace``
+    the ``traceparent`` of what they were routed for."""
+    send = wire.send
+    effects.sends += [send(topic, key.encode(), value, None, trace) for topic, key, value in outputs]
 
 
 class LoanRouters:
@@ -123,7 +126,12 @@ class LoanRouters:
     """
 
     def __init__(
-        self, policy: Policy, load: Load, partitions: int, set_aside: SetAside | None = None
+        self,
+        policy: Policy,
+        load: Load,
+        partitions: int,
+        set_aside: SetAside | None = None,
+        wire: Wire | None = None,
     ) -> None:
         self.policy = policy
         self.cache = StateCache(load)
@@ -131,44 +139,60 @@ class LoanRouters:
         self.indexes: dict[int, WakeIndex] = {}
         self.clocks: dict[int, datetime] = {}
         self.aside = set_aside if set_aside is not None else SetAside()
+        self.wire = wire if wire is not None else Wire()
 
     def index(self, partition: int) -> WakeIndex:
         return self.indexes.setdefault(partition, WakeIndex())
 
-    def on_events(self, partition: int, events: list[tuple[Any, bytes]], rerouted: bool = False) -> Effects:
+    def on_events(
+        self,
+        partition: int,
+        events: list[tuple[Any, bytes]],
+        rerouted: bool = False,
+        trace: bytes | None = None,
+    ) -> Effects:
         """The OverdueEvents (native dict, encoded bytes) the detector just emitted, in as_of order.
         ``rerouted``: an operator redrove them (``duewatch dlq redrive``), so a loan set aside is
-        routed all the same."""
+        routed all the same. ``trace``: the ``traceparent`` of the record or tick they came from."""
         effects = Effects()
         for event, value in sorted(events, key=lambda pair: pair[0]["as_of"]):
-            effects.merge(self.on_event(partition, event, value, rerouted))
+            effects.merge(self.on_event(partition, event, value, rerouted, trace))
         return effects
 
-    def on_event(self, partition: int, event: Any, value: bytes, rerouted: bool = False) -> Effects:
-        """One OverdueEvent of a loan in ``partition``."""
+    def on_event(
+        self, partition: int, event: Any, value: bytes, rerouted: bool = False, trace: bytes | None = None
+    ) -> Effects:
+        """One OverdueEvent of a loan in ``partition``. What goes on to the per-borrower and
+        per-partner stages carries ``trace``, so the trace of a repayment reaches its SMS."""
         loan_id = event["loan_id"]
-        source = Source(OVERDUE, partition, -1, loan_id.encode(), value)
         if not rerouted and self.aside.holds(partition, loan_id):
             error = errors.InvalidRecord(
                 errors.LOAN_SET_ASIDE, "the loan is set aside until `duewatch release`"
             )
-            return Effects().dead_letter(source, error, loan_id)
+            return Effects().dead_letter(self._source(partition, event, value, trace), error, loan_id)
         effects = Effects()
         try:
             routed = engine.route_loan_event(Port(self.cache, partition, effects), self.policy, event)
-            route(effects, routed.outputs)
+            route(effects, routed.outputs, self.wire, trace)
         except Exception as exc:  # a bug or a bad event: this loan alone stops
             for table, key in effects.writes:
                 self.cache.forget(table, key)
-            return self.set_aside(exc, source, loan_id)
+            return self.set_aside(exc, self._source(partition, event, value, trace), loan_id)
+        handed = trace_headers(trace)
         for partner_id, envelope in routed.envelopes:
             effects.sends.append(
-                Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None)
+                Send(PARTNER_ITEMS, partner_id.encode(), partners.envelope_to_bytes(envelope), None, handed)
             )
-        if routed.notify:
-            effects.sends.append(Send(NOTIFY_BY_BORROWER, event["borrower_id"].encode(), value, None))
+        if routed.notify:  # the overdue.events record as it was sent, for the per-borrower stage
+            effects.sends.append(Send(NOTIFY_BY_BORROWER, event["borrower_id"].encode(), value, None, handed))
         self.index(partition).set(loan_id, routed.bureau_due)
         return effects
+
+    def _source(self, partition: int, event: Any, value: bytes, trace: bytes | None) -> Source:
+        """The event as the record a DLQ entry is made of: its bytes and the headers its
+        overdue.events record carries (SPEC §1), so a dead-lettered event says what it is."""
+        headers = tuple(self.wire.headers(OVERDUE, event, trace))
+        return Source(OVERDUE, partition, -1, event["loan_id"].encode(), value, headers)
 
     def set_aside(self, exc: Exception, source: Source, loan_id: str) -> Effects:
         """A router failed for ``loan_id``: what it was handling to the DLQ, the loan set aside."""
@@ -192,7 +216,7 @@ class LoanRouters:
         loan_id: str | None = None
         effects = Effects()
         try:
-            dispute = parse_dispute(codec.decode("Dispute", source.value))
+            dispute = parse_dispute(self.wire.decode("Dispute", source.value))
             if source.key is None or source.key.decode("utf-8", "replace") != dispute.loan_id:
                 raise errors.InvalidRecord(errors.KEY_MISMATCH, "record key must be its loan_id")
             loan_id = dispute.loan_id
@@ -203,13 +227,13 @@ class LoanRouters:
             record = {"dispute_id": dispute.dispute_id, "loan_id": dispute.loan_id, "status": dispute.status,
                       "at": dispute.at, "note": dispute.note}  # fmt: skip
             out, due = engine.route_dispute(Port(self.cache, source.partition, effects), self.policy, record)
-            route(effects, out)
+            route(effects, out, self.wire, trace_of(source.headers))
         except errors.InvalidRecord as exc:
             return Effects().dead_letter(
                 source, exc, loan_id if exc.reason == errors.LOAN_SET_ASIDE else None
             )
-        except codec.DecodeError as exc:
-            return Effects().dead_letter(source, errors.InvalidRecord(errors.UNDECODABLE, exc.detail))
+        except codec.DecodeError as exc:  # UNDECODABLE, or in registry mode UNKNOWN_SCHEMA, SCHEMA_MISMATCH
+            return Effects().dead_letter(source, errors.InvalidRecord(exc.reason, exc.detail))
         except Exception as exc:  # a bug: this loan alone stops
             for table, key in effects.writes:
                 self.cache.forget(table, key)
@@ -220,8 +244,11 @@ class LoanRouters:
         self.index(source.partition).set(loan_id, due)
         return effects
 
-    def on_tick(self, partition: int, as_of: datetime, source: Source | None = None) -> Effects:
-        """Release the held bureau records of ``partition`` that are due by ``as_of``, loan by loan."""
+    def on_tick(
+        self, partition: int, as_of: datetime, source: Source | None = None, trace: bytes | None = None
+    ) -> Effects:
+        """Release the held bureau records of ``partition`` that are due by ``as_of``, loan by loan;
+        ``trace``: the tick's ``traceparent``, which the tick marker passes on to the partner stage."""
         clock = self.clocks.get(partition)
         if clock is None or as_of > clock:
             self.clocks[partition] = clock = as_of
@@ -233,7 +260,7 @@ class LoanRouters:
             step = Effects()
             try:
                 out, due = engine.tick_loan(Port(self.cache, partition, step), self.policy, loan_id, clock)
-                route(step, out)
+                route(step, out, self.wire, trace)
             except Exception as exc:  # a bug: this loan alone stops
                 for table, key in step.writes:
                     self.cache.forget(table, key)
@@ -243,7 +270,7 @@ class LoanRouters:
             effects.merge(step)
             index.set(loan_id, due)
         marker = codec.encode("Tick", {"as_of": clock})
-        headers = [(MARKER_HEADER, str(partition).encode())]
+        headers = [(MARKER_HEADER, str(partition).encode()), *trace_headers(trace)]
         effects.sends += [
             Send(PARTNER_ITEMS, None, marker, target, headers) for target in range(self.partitions)
         ]
@@ -255,7 +282,7 @@ def _stage_failure(source: Source, exc: Exception) -> Effects:
     bug (INTERNAL_ERROR), unless the bytes do not even decode; either way it goes to the DLQ and
     the stage goes on."""
     if isinstance(exc, codec.DecodeError):
-        return Effects().dead_letter(source, errors.InvalidRecord(errors.UNDECODABLE, exc.detail))
+        return Effects().dead_letter(source, errors.InvalidRecord(exc.reason, exc.detail))
     report(exc, source, "routing")
     return Effects().dead_letter(source, internal_error(exc))
 
@@ -263,18 +290,19 @@ def _stage_failure(source: Source, exc: Exception) -> Effects:
 class Notifier:
     """The notification router, per borrower (events arrive re-keyed by borrower_id)."""
 
-    def __init__(self, policy: Policy, load: Load) -> None:
+    def __init__(self, policy: Policy, load: Load, wire: Wire | None = None) -> None:
         self.policy = policy
         self.cache = StateCache(load)
+        self.wire = wire if wire is not None else Wire()
 
     def on_event(self, source: Source) -> Effects:
+        """An overdue.events record handed over by the loan's routers (its bytes as sent, framed
+        in registry mode), with the ``traceparent`` it was emitted under."""
         effects = Effects()
         try:
-            event = codec.decode("OverdueEvent", source.value)
-            route(
-                effects,
-                engine.route_borrower_event(Port(self.cache, source.partition, effects), self.policy, event),
-            )
+            event = self.wire.decode("OverdueEvent", source.value)
+            out = engine.route_borrower_event(Port(self.cache, source.partition, effects), self.policy, event)
+            route(effects, out, self.wire, trace_of(source.headers))
             return effects
         except Exception as exc:  # this borrower's record alone goes to the DLQ
             for table, key in effects.writes:
@@ -292,10 +320,11 @@ class PartnerDigests:
     partition, so a digest is sent only when every loan partition has passed its instant.
     """
 
-    def __init__(self, policy: Policy, load: Load, partitions: int) -> None:
+    def __init__(self, policy: Policy, load: Load, partitions: int, wire: Wire | None = None) -> None:
         self.policy = policy
         self.cache = StateCache(load)
         self.partitions = partitions
+        self.wire = wire if wire is not None else Wire()
         self.indexes: dict[int, WakeIndex] = {}
         self.clocks: dict[int, datetime] = {}
         self.marks: dict[int, dict[int, datetime]] = {}
@@ -306,20 +335,22 @@ class PartnerDigests:
 
     def on_record(self, source: Source) -> Effects:
         """A record of the partner-items topic: a tick marker or an item."""
-        marker = dict(source.headers).get(MARKER_HEADER)
+        headers = dict(source.headers)
+        marker = headers.get(MARKER_HEADER)
         if marker is not None:
-            return self.on_marker(source.partition, int(marker), source.value)
+            return self.on_marker(source.partition, int(marker), source.value, trace_of(source.headers))
         return self.on_item(source)
 
-    def on_marker(self, partition: int, origin: int, value: bytes) -> Effects:
-        """A tick marker from loan partition ``origin``: advance this partition's watermark."""
+    def on_marker(self, partition: int, origin: int, value: bytes, trace: bytes | None = None) -> Effects:
+        """A tick marker from loan partition ``origin``: advance this partition's watermark. The
+        digests it lets out carry its tick's ``trace``."""
         as_of = parse_tick(codec.decode("Tick", value)).as_of
         marks = self.marks.setdefault(partition, {})
         if origin not in marks or as_of > marks[origin]:
             marks[origin] = as_of
         if len(marks) < self.partitions:
             return Effects()
-        return self.on_tick(partition, min(marks.values()))
+        return self.on_tick(partition, min(marks.values()), trace)
 
     def on_item(self, source: Source) -> Effects:
         effects = Effects()
@@ -328,7 +359,7 @@ class PartnerDigests:
             partner_id = (source.key or b"").decode()
             port = Port(self.cache, source.partition, effects)
             out, due = engine.route_partner_item(port, self.policy, partner_id, envelope)
-            route(effects, out)
+            route(effects, out, self.wire, trace_of(source.headers))
         except Exception as exc:  # this partner's record alone goes to the DLQ
             for table, key in effects.writes:
                 self.cache.forget(table, key)
@@ -336,7 +367,7 @@ class PartnerDigests:
         self.index(source.partition).set(partner_id, due)
         return effects
 
-    def on_tick(self, partition: int, as_of: datetime) -> Effects:
+    def on_tick(self, partition: int, as_of: datetime, trace: bytes | None = None) -> Effects:
         clock = self.clocks.get(partition)
         if clock is None or as_of > clock:
             self.clocks[partition] = clock = as_of
@@ -348,7 +379,7 @@ class PartnerDigests:
                 out, due = engine.tick_partner(
                     Port(self.cache, partition, step), self.policy, partner_id, clock
                 )
-                route(step, out)
+                route(step, out, self.wire, trace)
             except Exception as exc:  # a bug: this partner's digest waits, the others go on
                 for table, key in step.writes:
                     self.cache.forget(table, key)

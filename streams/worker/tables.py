@@ -28,11 +28,20 @@ TABLES = (LOANS, ASIDE, *ROUTER_TABLES)
 NOTIFY_BY_BORROWER = "notify-by-borrower"
 PARTNER_ITEMS = "partner-items"
 STAGE_TOPICS = (NOTIFY_BY_BORROWER, PARTNER_ITEMS)
+#: The internal topic through which the partition guard (``guard``) forwards a misrouted input
+#: record to its key's partition (``<app id>-rekey``).
+REKEY = "rekey"
 
 
 def internal_topics(cfg: Settings) -> tuple[str, ...]:
-    """The repartition topics the routers use (created with the others before the worker starts)."""
-    return tuple(f"{cfg.app_id}-{name}" for name in STAGE_TOPICS)
+    """The repartition topics the routers use and the re-key topic, in that order (created with
+    the others before the worker starts)."""
+    return tuple(f"{cfg.app_id}-{name}" for name in (*STAGE_TOPICS, REKEY))
+
+
+def rekey_topic(cfg: Settings) -> str:
+    """The physical name of the re-key topic."""
+    return f"{cfg.app_id}-{REKEY}"
 
 
 def changelog_topics(cfg: Settings) -> tuple[str, ...]:

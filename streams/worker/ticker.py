@@ -1,6 +1,9 @@
 """The clock (DESIGN.md "Time enters only as ticks"): on the group's leader, one Tick with the
 current time to every partition of clock.ticks every ``DUEWATCH_TICK_INTERVAL`` seconds.
 
+Each tick starts a trace of its own (SPEC §1): its copies carry one ``traceparent``, which
+everything the tick causes passes on.
+
 A Faust timer cannot write tables, so the clock is a stream of records like any other input;
 the detector handles a partition's tick in that partition, for that partition's loans only.
 """
@@ -14,9 +17,10 @@ import faust
 from ..contracts import codec
 from ..contracts import topics as names
 from ..settings import Settings
+from .tracing import Tracing
 
 
-def add_ticker(app: faust.App, cfg: Settings, ticks: faust.TopicT) -> None:
+def add_ticker(app: faust.App, cfg: Settings, ticks: faust.TopicT, tracing: Tracing | None = None) -> None:
     """Register the ticker timer on ``app`` (it runs on the leader only)."""
 
     @app.timer(cfg.tick_interval, on_leader=True)
@@ -25,6 +29,7 @@ def add_ticker(app: faust.App, cfg: Settings, ticks: faust.TopicT) -> None:
         if app.rebalancing:
             return
         payload = codec.encode("Tick", {"as_of": datetime.now(UTC)})
+        headers = [("traceparent", (tracing or Tracing()).tick_traceparent())]
         count = app.consumer.topic_partitions(cfg.topic(names.TICKS)) or cfg.partitions
         for partition in range(count):
-            await ticks.send(value=payload, partition=partition)
+            await ticks.send(value=payload, partition=partition, headers=headers)

@@ -16,13 +16,14 @@ from __future__ import annotations
 METRIC_NAMES: frozenset[str] = frozenset(
     {
         "duewatch_records_consumed_total",
+        "duewatch_input_misrouted_total",
         "duewatch_invalid_records_total",
         "duewatch_dlq_records_total",
         "duewatch_overdue_events_total",
         "duewatch_routed_records_total",
         "duewatch_loans_tracked",
         "duewatch_open_delinquencies",
-        "duewatch_overdue_amount",
+        "duewatch_overdue_amount_minor_units",
         "duewatch_tick_lag_seconds",
         "duewatch_last_tick_timestamp_seconds",
         "duewatch_detection_lag_seconds",
@@ -43,16 +44,17 @@ HISTOGRAMS: frozenset[str] = frozenset({"duewatch_detection_lag_seconds", "duewa
 #: The labels of each metric (histogram buckets also carry ``le``).
 METRIC_LABELS: dict[str, frozenset[str]] = {
     "duewatch_records_consumed_total": frozenset({"topic"}),
+    "duewatch_input_misrouted_total": frozenset({"topic"}),
     "duewatch_invalid_records_total": frozenset({"reason"}),
     "duewatch_dlq_records_total": frozenset({"source_topic"}),
     "duewatch_overdue_events_total": frozenset({"type"}),
     "duewatch_routed_records_total": frozenset({"sink"}),
     "duewatch_loans_tracked": frozenset(),
     "duewatch_open_delinquencies": frozenset({"bucket"}),
-    "duewatch_overdue_amount": frozenset({"bucket", "currency"}),
+    "duewatch_overdue_amount_minor_units": frozenset({"bucket", "currency"}),
     "duewatch_tick_lag_seconds": frozenset(),
     "duewatch_last_tick_timestamp_seconds": frozenset(),
-    "duewatch_detection_lag_seconds": frozenset(),
+    "duewatch_detection_lag_seconds": frozenset({"timing"}),
     "duewatch_tick_handling_seconds": frozenset(),
     "duewatch_consumer_lag": frozenset({"topic", "partition"}),
     "duewatch_held_repayments": frozenset(),
@@ -68,14 +70,18 @@ LABEL_VALUES: dict[tuple[str, str], frozenset[str]] = {
     ("duewatch_records_consumed_total", "topic"): frozenset(
         {"loan.schedules", "loan.repayments", "clock.ticks", "bureau.disputes", "overdue.events"}
     ),
+    ("duewatch_input_misrouted_total", "topic"): frozenset(
+        {"loan.schedules", "loan.repayments", "bureau.disputes", "duewatch.control"}
+    ),
     ("duewatch_overdue_events_total", "type"): frozenset(
         {"OVERDUE_OPENED", "BUCKET_CHANGED", "OVERDUE_CURED", "WRITTEN_OFF", "DUE_SOON", "OVERDUE_RETRACTED"}
     ),
     ("duewatch_routed_records_total", "sink"): frozenset(
         {"notify.requests", "bureau.records", "partner.shares", "collections.tasks"}
     ),
+    ("duewatch_detection_lag_seconds", "timing"): frozenset({"live", "history"}),
     ("duewatch_open_delinquencies", "bucket"): frozenset({f"M{i}" for i in range(1, 8)}),
-    ("duewatch_overdue_amount", "bucket"): frozenset({f"M{i}" for i in range(1, 8)}),
+    ("duewatch_overdue_amount_minor_units", "bucket"): frozenset({f"M{i}" for i in range(1, 8)}),
 }
 
 #: Metrics that come from Prometheus itself, not from the worker.

@@ -11,7 +11,6 @@ pieces are wired to each other (Kafka listeners, service selectors, secrets, scr
 
 from __future__ import annotations
 
-import inspect
 import re
 import shlex
 import tomllib
@@ -44,10 +43,8 @@ K8S_OTHER_ENV = {"POD_NAME", "POD_NAMESPACE"}
 
 
 def known_env_names() -> set[str]:
-    """The variables streams/settings.py's from_env reads."""
-    names = set(
-        re.findall(r"\"((?:DUEWATCH|KAFKA)_[A-Z0-9_]+)\"", inspect.getsource(settings_module.from_env))
-    )
+    """The variables streams/settings.py reads (its VARIABLES, the list from_env reads)."""
+    names = {variable.name for variable in settings_module.VARIABLES}
     assert {"DUEWATCH_WEB_PORT", "DUEWATCH_STATE_DIR", "KAFKA_BOOTSTRAP_SERVERS"} <= names, names
     return names
 
@@ -331,6 +328,8 @@ def test_compose_worker_web_port_healthcheck_and_scrape_targets() -> None:
     for name, svc in workers().items():
         port = from_env(service_env(svc)).web_port
         assert port == WEB_PORT, f"{name}: web port {port}, streams/settings.py's default is {WEB_PORT}"
+        # set explicitly: the default listens on 127.0.0.1, which Prometheus' container cannot reach
+        assert from_env(service_env(svc)).web_bind == "0.0.0.0", name
         published = [str(p) for p in svc.get("ports") or []]
         assert published, f"{name}: web port not published"
         for mapping in published:
@@ -537,6 +536,8 @@ def test_k8s_web_port_probes_and_annotations() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports.get("web") == WEB_PORT, f"containerPort 'web' must be {WEB_PORT} (streams/settings.py)"
     assert from_env(container_env()).web_port == ports["web"], "DUEWATCH_WEB_PORT != containerPort"
+    # set explicitly: the default listens on 127.0.0.1, which the kubelet and Prometheus cannot reach
+    assert container_env().get("DUEWATCH_WEB_BIND") == "0.0.0.0"
 
     def probe_port(probe: Mapping[str, Any]) -> int:
         port = probe["httpGet"]["port"]

@@ -64,7 +64,8 @@ async def test_metrics_move_and_routes_answer(kafka_bootstrap: str, tmp_path: Pa
                 sample(t, "duewatch_records_consumed_total", '{topic="loan.repayments"}') for t in texts
             )
             events = sum(sample(t, "duewatch_overdue_events_total", '{type="DUE_SOON"}') for t in texts)
-            lag_count = sum(sample(t, "duewatch_detection_lag_seconds_count") for t in texts)
+            lag_count = sum(sample(t, "duewatch_detection_lag_seconds_count", f'{{timing="{timing}"}}')
+                            for t in texts for timing in ("live", "history"))  # fmt: skip
             loans = sum(sample(t, "duewatch_loans_tracked") for t in texts)
             routed = sum(
                 sample(t, "duewatch_routed_records_total", '{sink="notify.requests"}') for t in texts

@@ -30,6 +30,12 @@ Records carry, beside SPEC's fields, the two audit fields of ``schemas/BureauRec
 ``currency`` (of ``overdue_amount``) and ``source_event_id`` (the event the record was
 made from; for a correction, the retraction or late cure that caused it).
 
+Tamper evidence (SPEC §7.1, ``streams.core.chain``): each record the bureau receives is the next
+link of the loan's hash chain (``chain_seq``, ``prev_hash``, ``hash``), numbered when it is
+released, so held records that are dropped never get a number and corrections do. The state keeps
+the chain's length and last hash; a redelivered event or tick re-sends its stored outputs, links
+included, so a re-send after a crash is identical, not a fork.
+
 Corrections. When a source event is retracted, its held record is dropped; a released
 one gets a correction record: ``corrects`` names it, ``as_of``/``as_of_date`` are the
 corrected record's, ``released_at`` is when the router learned, and the status fields say
@@ -56,6 +62,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
+from streams.core.chain import ZERO_HASH, link
 from streams.core.dates import parse_instant
 
 from .common import (
@@ -145,6 +152,9 @@ class BureauState:
     disputes_seen: tuple[str, ...] = ()
     last_tick: datetime | None = None
     last_tick_outputs: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    # The loan's hash chain (SPEC §7.1): how many records it has and the hash of the last one.
+    chain_seq: int = 0
+    chain_head: str = ZERO_HASH
 
 
 EMPTY = BureauState()
@@ -225,10 +235,13 @@ def _record(event: Mapping[str, Any], status: str, notice_id: str | None) -> dic
 def _emit(
     state: BureauState, record: Mapping[str, Any], released_at: datetime, episode: str | None
 ) -> tuple[BureauState, Output]:
-    """Release ``record`` at ``released_at``: fill the time-dependent fields and remember it."""
+    """Release ``record`` at ``released_at``: fill the time-dependent fields, make it the next link
+    of the loan's chain and remember it. Every record the bureau receives passes here, and only
+    those: a held record that is dropped never gets a chain_seq."""
     value = dict(record)
     value["released_at"] = released_at.astimezone(record["as_of"].tzinfo)
     value["disputed"] = disputed_at(state, released_at)
+    value = link(value, state.chain_seq + 1, state.chain_head)
     summary = Released(
         record_id=value["record_id"],
         source_event_id=value["source_event_id"],
@@ -244,7 +257,10 @@ def _emit(
         notice_id=value["notice_id"],
         is_correction=value["corrects"] is not None,
     )
-    return replace(state, released=(*state.released, summary)), (BUREAU_TOPIC, value["loan_id"], value)
+    state = replace(
+        state, released=(*state.released, summary), chain_seq=value["chain_seq"], chain_head=value["hash"]
+    )
+    return state, (BUREAU_TOPIC, value["loan_id"], value)
 
 
 def _release_due(state: BureauState, until: datetime) -> tuple[BureauState, list[Output]]:

@@ -25,7 +25,8 @@ Two stages, because the rules are per loan and per partner:
    DIGEST partners get one share per local day (partner's time zone, default
    Asia/Shanghai) at the digest time of the next day (default 07:00), listing that day's
    items in (event ``as_of``, source event id) order, sent by :func:`step_tick` once the
-   tick clock reaches it; a day without items sends nothing. A retraction whose ``as_of``
+   tick clock reaches it; a day without items sends nothing. A day with more than
+   ``DIGEST_PART_ITEMS`` items is sent as several shares (``part`` 1..``parts``), in order. A retraction whose ``as_of``
    is before the digest instant of the withdrawn item's day removes the item from that
    digest instead of adding a RETRACTED item (the partner never saw it); one at or after
    that instant is listed as a RETRACTED item of its own day. This is decided by the
@@ -75,6 +76,11 @@ from .policy import DIGEST, REALTIME, Policy
 
 SHARED_TYPES = frozenset({OVERDUE_OPENED, BUCKET_CHANGED, OVERDUE_CURED, WRITTEN_OFF})
 RETRACTED = "RETRACTED"
+#: The most items one digest share lists. A longer day's digest is sent as several shares
+#: (``part`` 1..``parts``), so no record comes near Kafka's 1 MB limit: an item is at most about
+#: 200 bytes of Avro (a loan id of at most 64 characters, a 64-digit token, a bucket label and
+#: four numbers), so a part stays under 100 KB, below the producer's 256 KB record batches too.
+DIGEST_PART_ITEMS = 500
 ITEM_FIELDS = ("loan_id", "borrower_token", "type", "dpd", "bucket", "total_overdue", "currency", "as_of")
 
 Envelope = dict[str, Any]
@@ -299,6 +305,8 @@ def step_item(
             "mode": REALTIME,
             "as_of": as_of.astimezone(tz),
             "items": [dict(envelope["item"])],
+            "part": 1,
+            "parts": 1,
         }
         return state, [(PARTNER_TOPIC, partner_id, share)]
     if _seen(state, source_event_id):
@@ -344,32 +352,8 @@ def step_tick(
     due = sorted((d for d in state.pending if d.due <= as_of), key=lambda d: (d.due, d.day, d.supplement))
     outputs: list[Output] = []
     for day in due:
-        if not day.entries:
-            continue
-        entries = sorted(day.entries, key=lambda e: (e.as_of, e.source_event_id))
-        if day.supplement:
-            share_id = make_id(
-                "shr",
-                "digest-supplement",
-                partner_id,
-                day.day.isoformat(),
-                *sorted(e.source_event_id for e in entries),
-            )
-        else:
-            share_id = make_id("shr", "digest", partner_id, day.day.isoformat())
-        outputs.append(
-            (
-                PARTNER_TOPIC,
-                partner_id,
-                {
-                    "share_id": share_id,
-                    "partner_id": partner_id,
-                    "mode": DIGEST,
-                    "as_of": day.due.astimezone(tz),
-                    "items": [dict(e.item) for e in entries],
-                },
-            )
-        )
+        if day.entries:
+            outputs += _digest_parts(partner_id, day, day.due.astimezone(tz))
     horizon = as_of - policy.digest_memory
     sent = tuple(s for s in state.sent if s.due >= horizon) + tuple(
         SentDay(d.day, d.due, d.seen) for d in due if d.due >= horizon
@@ -383,6 +367,32 @@ def step_tick(
     if outputs:
         state = replace(state, last_tick=as_of, last_tick_outputs=(*earlier, *outputs))
     return state, outputs
+
+
+def _digest_parts(partner_id: str, day: DigestDay, as_of: datetime) -> list[Output]:
+    """The shares of one day's digest (or supplement): its items in (event ``as_of``, source
+    event id) order, ``DIGEST_PART_ITEMS`` to a share. A digest of one part keeps the id it
+    always had; the parts of a longer one each add their number and the count to it, so every
+    part has an id of its own, the same in every run."""
+    entries = sorted(day.entries, key=lambda e: (e.as_of, e.source_event_id))
+    if day.supplement:
+        base = (
+            "digest-supplement",
+            partner_id,
+            day.day.isoformat(),
+            *sorted(e.source_event_id for e in entries),
+        )
+    else:
+        base = ("digest", partner_id, day.day.isoformat())
+    parts = -(-len(entries) // DIGEST_PART_ITEMS)
+    outputs: list[Output] = []
+    for part in range(1, parts + 1):
+        chunk = entries[(part - 1) * DIGEST_PART_ITEMS : part * DIGEST_PART_ITEMS]
+        share_id = make_id("shr", *base) if parts == 1 else make_id("shr", *base, "part", f"{part}/{parts}")
+        share = {"share_id": share_id, "partner_id": partner_id, "mode": DIGEST, "as_of": as_of,
+                 "items": [dict(e.item) for e in chunk], "part": part, "parts": parts}  # fmt: skip
+        outputs.append((PARTNER_TOPIC, partner_id, share))
+    return outputs
 
 
 def next_due(state: PartnerState) -> datetime | None:

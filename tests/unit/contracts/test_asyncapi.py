@@ -93,6 +93,9 @@ def test_the_document_names_exactly_the_topics_the_code_creates(parsed: dict[str
         assert kafka["partitions"] == Settings().partitions  # DUEWATCH_PARTITIONS' default
         compacted = kafka["topicConfiguration"]["cleanup.policy"] == ["compact"]
         assert compacted == channel["address"].endswith("-changelog"), channel["address"]
+        required = names.TOPIC_CONFIGS.get(channel["address"], {})  # e.g. bureau.records kept forever
+        documented_configs = {k: str(v) for k, v in kafka["topicConfiguration"].items() if k in required}
+        assert documented_configs == required, channel["address"]
     operated = {c for op in parsed["operations"] for c in op["channels"]}
     assert operated == {c["id"] for c in parsed["channels"]}  # every channel is read or written
 

@@ -6,24 +6,27 @@
   sends to the DLQ: a reversal before its payment (same partition, so never reordered).
 - Duplicates change nothing.
 - Replaying the same records twice, or in another input order, gives identical ids.
+- After every record and tick, what the loan keeps incrementally (its ledger, extended a
+  repayment at a time, and its carry, stepped on from the last one) equals a walk from
+  scratch over its records.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.config import EngineConfig
-from streams.core.dates import zone
+from streams.core.loan import LoanState, wake_at
 from streams.core.records import parse_repayment, parse_schedule
+from streams.core.timeline import Ledger, walk
 from streams.replay import replay
 from tests.support.builders import standing
-from tests.support.story import Stream
+from tests.support.story import Stream, loan_story
 
-ZONES = ["Asia/Shanghai", "America/New_York", "UTC", "Europe/London"]
 CFG = EngineConfig()
 
 
@@ -31,100 +34,6 @@ def _content(event: dict[str, Any]) -> tuple:
     return tuple(
         sorted((k, str(v)) for k, v in event.items() if k not in ("event_id", "detected_at", "retracts"))
     )
-
-
-@st.composite
-def loan_story(draw) -> dict[str, Any]:
-    tz = draw(st.sampled_from(ZONES))
-    first_due = date(2026, 3, 1) + timedelta(days=draw(st.integers(0, 60)))
-    dues = [first_due]
-    for _ in range(draw(st.integers(0, 3))):
-        dues.append(dues[-1] + timedelta(days=draw(st.integers(1, 45))))
-    amounts = [draw(st.integers(1, 100_000)) for _ in dues]
-    effective = datetime.combine(
-        first_due - timedelta(days=draw(st.integers(-20, 40))), datetime.min.time(), zone(tz)
-    )
-    effective += timedelta(minutes=draw(st.integers(0, 24 * 60 - 1)))
-
-    def schedule(revision: int, eff: datetime, status: str, shift: int) -> dict[str, Any]:
-        return {
-            "loan_id": "L",
-            "borrower_id": "B",
-            "revision": revision,
-            "effective_at": eff.isoformat(),
-            "currency": "CNY",
-            "timezone": tz,
-            "status": status,
-            "installments": [
-                {
-                    "seq": i + 1,
-                    "due_date": (d + timedelta(days=shift)).isoformat(),
-                    "principal": a,
-                    "interest": a // 10,
-                    "fee": 0,
-                }
-                for i, (d, a) in enumerate(zip(dues, amounts, strict=True))
-            ],
-            "grace_days": grace,
-            "tolerance": tolerance,
-            "penalty_rate_bps": penalty,
-            "late_fee": late_fee,
-            "business_day_convention": convention,
-            "calendar": "CN",
-            "partners": [],
-            "contact": {"locale": "en", "channels": ["sms"]},
-        }
-
-    grace = draw(st.integers(0, 4))
-    tolerance = draw(st.sampled_from([0, 0, 50]))
-    penalty = draw(st.sampled_from([0, 1825, 3650]))
-    late_fee = draw(st.sampled_from([0, 500]))
-    convention = draw(st.sampled_from(["NONE", "FOLLOWING"]))
-    records = [("loan.schedules", schedule(1, effective, "ACTIVE", 0))]
-    horizon = datetime.combine(dues[-1], datetime.min.time(), zone(tz)) + timedelta(days=100)
-    span = int((horizon - effective).total_seconds() // 60)
-    if draw(st.booleans()):
-        eff2 = effective + timedelta(minutes=draw(st.integers(1, span)))
-        status = draw(st.sampled_from(["ACTIVE", "ACTIVE", "CLOSED", "WRITTEN_OFF"]))
-        records.append(("loan.schedules", schedule(2, eff2, status, draw(st.integers(0, 40)))))
-    total = sum(a + a // 10 for a in amounts)
-    for n in range(draw(st.integers(0, 4))):
-        paid_at = effective + timedelta(minutes=draw(st.integers(-3 * 24 * 60, span)))
-        amount = draw(st.integers(1, total))
-        pid = f"p{n}"
-        records.append(
-            (
-                "loan.repayments",
-                {
-                    "payment_id": pid,
-                    "loan_id": "L",
-                    "amount": amount,
-                    "currency": "CNY",
-                    "paid_at": paid_at.isoformat(),
-                    "channel": "app",
-                    "kind": "PAYMENT",
-                    "reverses": None,
-                },
-            )
-        )
-        if draw(st.integers(0, 3)) == 0:
-            reversed_at = paid_at + timedelta(minutes=draw(st.integers(0, 40 * 24 * 60)))
-            records.append(
-                (
-                    "loan.repayments",
-                    {
-                        "payment_id": f"r{n}",
-                        "loan_id": "L",
-                        "amount": amount,
-                        "currency": "CNY",
-                        "paid_at": reversed_at.isoformat(),
-                        "channel": "app",
-                        "kind": "REVERSAL",
-                        "reverses": pid,
-                    },
-                )
-            )
-    return {"records": records, "until": horizon, "start": effective - timedelta(days=3)}
 
 
 @st.composite
@@ -225,3 +134,36 @@ def test_replaying_twice_and_in_any_input_order_gives_identical_ids(data) -> Non
     ids = sorted(r["value"]["event_id"] for r in first if r["topic"] == "overdue.events")
     reordered = replay(shuffled, story["until"])
     assert sorted(o.value["event_id"] for o in reordered if o.topic == "overdue.events") == ids
+
+
+def _from_scratch(state: LoanState) -> tuple[Ledger, Any]:
+    """The loan's records indexed anew and walked from its origin to its cursor."""
+    ledger = Ledger(state.schedules, state.repayments, state.sealed.paid if state.sealed else 0)
+    cursor = state.carry.cursor
+    if cursor is None:
+        return ledger, state.origin
+    carry, _ = walk(ledger, state.origin, CFG, lambda at, timed: at <= cursor, state.retracted_ids())
+    return ledger, carry
+
+
+@PROPERTY
+@given(st.data())
+def test_the_incremental_state_equals_a_walk_from_scratch_after_every_record(data) -> None:
+    story = data.draw(loan_story())
+    stream = Stream("L", CFG)
+    for item in data.draw(delivery(story)):
+        if isinstance(item, datetime):
+            stream.tick(item)
+        else:
+            stream.feed(_parse(item))
+        state = stream.state
+        ledger, carry = _from_scratch(state)
+        kept = state.ledger()
+        assert {name: getattr(kept, name) for name in Ledger.__slots__} == {
+            name: getattr(ledger, name) for name in Ledger.__slots__
+        }
+        assert state.carry == carry
+        fresh = LoanState(
+            state.loan_id, state.schedules, state.repayments, carry, state.retracted, state.sealed
+        )
+        assert wake_at(state, CFG) == wake_at(fresh, CFG)

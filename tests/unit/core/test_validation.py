@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core import errors
 from streams.core.records import parse_dispute, parse_repayment, parse_schedule, parse_tick
@@ -181,6 +185,69 @@ def test_native_instalments_are_judged_as_field_by_field(change: dict) -> None:
         value["installments"] = [raw]
         try:
             outcomes.append(parse_schedule(value).installments)
+        except errors.InvalidRecord as exc:
+            outcomes.append((exc.reason, exc.detail))
+    assert outcomes[0] == outcomes[1]
+
+
+_TEXT = st.one_of(
+    st.sampled_from(["p1", "L-1", "x" * 64, "x" * 65, "", "caf\u00e9", "a\x00b", "a\x85b", " ", "a b"]),
+    st.text(max_size=70),
+)
+_ANY_FIELD = {
+    "payment_id": st.one_of(_TEXT, st.none(), st.integers()),
+    "loan_id": st.one_of(_TEXT, st.none()),
+    "amount": st.one_of(
+        st.sampled_from([0, 1, -1, 10**15, 10**15 + 1, True, 1.0, "5"]), st.integers(-(10**16), 10**16)
+    ),
+    "currency": st.sampled_from(["CNY", "USD", "XYZ", "cny", "CN", "", None, 156]),
+    "paid_at": st.one_of(
+        st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=8))])),
+        st.datetimes(),
+        st.sampled_from(
+            [
+                "2026-03-15T10:00:00+00:00",
+                None,
+                datetime(2200, 1, 1, tzinfo=UTC),
+                datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                datetime(1900, 1, 1, tzinfo=UTC),
+                datetime(1899, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            ]
+        ),
+    ),
+    "channel": st.one_of(_TEXT, st.none()),
+    "kind": st.sampled_from(["PAYMENT", "REVERSAL", "REFUND", None]),
+    "reverses": st.one_of(_TEXT, st.none()),
+}
+
+
+@st.composite
+def _native_repayment(draw) -> dict:
+    """A repayment as Avro decodes it, valid or with one to three fields changed to anything."""
+    value = {
+        "payment_id": "p1", "loan_id": "L1", "amount": draw(st.integers(1, 10**15)), "currency": "CNY",
+        "paid_at": datetime(2026, 3, 15, 10, tzinfo=UTC), "channel": "app", "kind": "PAYMENT", "reverses": None,
+    }  # fmt: skip
+    if draw(st.booleans()):
+        value.update(kind="REVERSAL", reverses="p0")
+    for name in draw(st.lists(st.sampled_from(sorted(_ANY_FIELD)), max_size=3, unique=True)):
+        value[name] = draw(_ANY_FIELD[name])
+    return value
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_native_repayment(), st.sets(st.sampled_from(["channel", "reverses", "currency"])))
+def test_native_repayments_are_judged_as_field_by_field(value: dict, dropped: set) -> None:
+    """Avro gives a repayment as a dict of exact types, which takes a one-expression check;
+    whatever it accepts or refuses, the field-by-field path (any other mapping) does the same."""
+    from types import MappingProxyType
+
+    for name in dropped:
+        del value[name]
+    outcomes = []
+    for raw in (value, MappingProxyType(value)):
+        try:
+            outcomes.append(parse_repayment(raw))
         except errors.InvalidRecord as exc:
             outcomes.append((exc.reason, exc.detail))
     assert outcomes[0] == outcomes[1]

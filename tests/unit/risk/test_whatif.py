@@ -309,4 +309,5 @@ def test_a_bad_line_of_the_input_is_dead_lettered_with_its_file_line_number(tmp_
     good = json.dumps(two_loans_one_borrower()[0])
     path.write_text(f"{good}\n\n{{not json\n", encoding="utf-8")
     records = load_input(path)
-    assert records[1] == {"topic": "", "key": None, "value": {"raw": "{not json", "line": 3}}
+    assert records[1] == {"topic": "", "key": None, "value": {"raw": "{not json", "line": 3},
+                          "undecodable": "line 3 is not JSON"}  # fmt: skip

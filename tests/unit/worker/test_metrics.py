@@ -33,9 +33,37 @@ def test_book_gauges_follow_deltas_and_reset() -> None:
     gauges.flush()
     value = registry.get_sample_value
     assert value("duewatch_open_delinquencies", {"bucket": "M1"}) == 0
-    assert value("duewatch_overdue_amount", {"bucket": "M2", "currency": "CNY"}) == 700
+    assert value("duewatch_overdue_amount_minor_units", {"bucket": "M2", "currency": "CNY"}) == 700
     assert value("duewatch_held_repayments") == 1
     gauges.reset([(("M3", "USD"), 9, False)], loans=4)
     assert value("duewatch_open_delinquencies", {"bucket": "M2"}) == 0
-    assert value("duewatch_overdue_amount", {"bucket": "M3", "currency": "USD"}) == 9
+    assert value("duewatch_overdue_amount_minor_units", {"bucket": "M3", "currency": "USD"}) == 9
     assert value("duewatch_loans_tracked") == 4
+
+
+def test_detection_lag_is_live_within_the_horizon_and_history_beyond() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from streams.worker.effects import Effects
+    from streams.worker.metrics import LIVE_HORIZON, Tally
+
+    registry = CollectorRegistry()
+    tally = Tally(Metrics(registry))
+    now = datetime.now(UTC)
+
+    def event(ago: float, retracts: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(type="OVERDUE_OPENED", as_of=now - timedelta(seconds=ago), retracts=retracts)
+
+    live = [event(61), event(0.5), event(LIVE_HORIZON - 60)]
+    history = [event(LIVE_HORIZON + 60), event(200 * 86_400)]  # a backfill of last year's book
+    tally(Effects(events=[*live, *history, event(90, retracts="e1")]))  # type: ignore[list-item]
+
+    def count(timing: str) -> float | None:
+        return registry.get_sample_value("duewatch_detection_lag_seconds_count", {"timing": timing})
+
+    assert (count("live"), count("history")) == (3, 2)  # a retraction is not a detection
+    assert (
+        registry.get_sample_value("duewatch_detection_lag_seconds_bucket", {"timing": "live", "le": "62.0"})
+        == 2
+    )

@@ -135,7 +135,11 @@ def test_opening_sends_a_notice_and_holds_the_record_for_the_lead_time() -> None
         "corrects",
         "currency",
         "source_event_id",
+        "chain_seq",
+        "prev_hash",
+        "hash",
     }
+    assert record["chain_seq"] == 1 and record["prev_hash"] == "0" * 64
     assert record["currency"] == "CNY" and record["source_event_id"] == opened()["event_id"]
     assert br.next_due(run.state) is None
 
@@ -437,3 +441,26 @@ def test_a_record_held_again_at_the_instant_of_the_last_tick_is_released_by_that
     assert [r["record_id"] for r in again] != [released["record_id"]] and len(again) == 1
     assert br.next_due(run.state) is None  # progress: the shells' loop ends
     assert run.tick(RELEASE_AT) == [released, *again]  # the same tick once more re-sends all it released
+
+
+def test_the_records_form_a_chain_numbered_at_release() -> None:
+    """SPEC §7.1: held records that are dropped never get a chain_seq, corrections do, and a
+    redelivered event or tick re-sends identical links."""
+    from streams.core import chain
+
+    run = Run()
+    run.ev(opened())
+    run.ev(cured("2026-03-16T15:00:00+08:00"))  # held record dropped: no number
+    o = opened(when="2026-04-16T00:00:00+08:00", first_delinquency=date(2026, 4, 16))
+    run.ev(o)
+    [first] = run.tick(at("2026-04-17T00:00:00+08:00"))
+    assert run.tick(at("2026-04-17T00:00:00+08:00")) == [first]  # redelivered tick: the same link
+    [correction] = [v for v in run.ev(retraction(o, at("2026-04-18T09:00:00+08:00"))) if "record_id" in v]
+    assert (first["chain_seq"], correction["chain_seq"]) == (1, 2)
+    assert correction["prev_hash"] == first["hash"] and correction["corrects"] == first["record_id"]
+    assert run.state.chain_seq == 2 and run.state.chain_head == correction["hash"]
+    result = chain.verify((r, "", None) for r in run.records())
+    assert result.holds and result.records == 3 and result.chains[0].length == 2
+    restored = br.state_from_bytes(br.state_to_bytes(run.state))
+    assert (restored.chain_seq, restored.chain_head) == (2, correction["hash"])
+    assert br.state_from_bytes(b"{}") == br.EMPTY  # a state stored before the chain starts one at 1

@@ -92,7 +92,8 @@ def test_realtime_share_per_event() -> None:
     [share] = run.ev(opened(partners=("P-RT",)))
     assert share["mode"] == "REALTIME" and share["partner_id"] == "P-RT"
     assert share["as_of"] == at("2026-03-16T00:00:00+08:00") and len(share["items"]) == 1
-    assert set(share) == {"share_id", "partner_id", "mode", "as_of", "items"}
+    assert set(share) == {"share_id", "partner_id", "mode", "as_of", "items", "part", "parts"}
+    assert (share["part"], share["parts"]) == (1, 1)
     [again] = Run().ev(opened(partners=("P-RT",)))
     assert again["share_id"] == share["share_id"]
     run.ev(aged(31, partners=("P-RT",)))
@@ -229,3 +230,43 @@ def test_a_late_item_for_a_digest_sent_at_that_very_instant_is_sent_by_that_inst
     ]
     assert pr.next_due(run.states["P-DG"]) is None
     assert run.tick(digest_at) == [digest, supplement]  # the same tick once more re-sends all it sent
+
+
+def _big_day(loans: int, seed_order: list[int]) -> Run:
+    """A DIGEST partner's day with ``loans`` loans opening, their events arriving in ``seed_order``."""
+    run = Run()
+    start = at("2026-03-16T00:00:00+08:00")
+    for i in seed_order:
+        when = start + timedelta(seconds=37 * i)  # all on the 16th, local time
+        run.ev(opened(when.isoformat(), loan=f"LOAN-{i:05d}", borrower=f"B{i}", partners=("P-DG",)))
+    return run
+
+
+def test_a_big_digest_is_split_into_parts_in_order_with_stable_ids() -> None:
+    from streams.contracts import codec
+
+    loans = 2 * pr.DIGEST_PART_ITEMS + 37
+    run = _big_day(loans, list(range(loans)))
+    shares = run.tick("2026-03-17T09:00:00+08:00")
+    assert [(s["part"], s["parts"]) for s in shares] == [(1, 3), (2, 3), (3, 3)]
+    assert all(len(s["items"]) <= pr.DIGEST_PART_ITEMS for s in shares)
+    assert [len(s["items"]) for s in shares] == [pr.DIGEST_PART_ITEMS, pr.DIGEST_PART_ITEMS, 37]
+    listed = [i["loan_id"] for s in shares for i in s["items"]]
+    assert listed == [f"LOAN-{i:05d}" for i in range(loans)]  # every item once, in event order
+    assert len({s["share_id"] for s in shares}) == 3
+    assert {s["as_of"] for s in shares} == {at("2026-03-17T07:00:00+08:00")}
+    for share in shares:  # each part is a record well under Kafka's 1 MB default limit
+        assert len(codec.encode("PartnerShare", share)) < 100_000
+    # another run, the events arriving in another order: the same parts with the same ids
+    again = _big_day(loans, list(reversed(range(loans)))).tick("2026-03-17T09:00:00+08:00")
+    assert again == shares
+
+
+def test_a_digest_within_the_bound_is_one_share_with_the_id_it_always_had() -> None:
+    from streams.core.routing.common import make_id
+
+    [share] = _big_day(pr.DIGEST_PART_ITEMS, list(range(pr.DIGEST_PART_ITEMS))).tick(
+        "2026-03-17T09:00:00+08:00"
+    )
+    assert (share["part"], share["parts"]) == (1, 1) and len(share["items"]) == pr.DIGEST_PART_ITEMS
+    assert share["share_id"] == make_id("shr", "digest", "P-DG", "2026-03-16")

@@ -7,7 +7,9 @@
 - no partner share contains a borrower_id, a contact field or the real id;
 - exactly one CLOSE task per cure and per write-off;
 - re-delivering events yields no new output ids (and the same content per id);
-- outputs do not depend on when ticks arrive (after applying corrections).
+- outputs do not depend on when ticks arrive (after applying corrections);
+- every loan's bureau records form a hash chain that holds, re-deliveries and corrections
+  included, and one equal to replay's when events reach the routers in order (SPEC §7.1).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core import chain
 from streams.core.routing import Routers, make_id, route_all
 from streams.core.routing.bureau import NEGATIVE
 from streams.core.routing.common import in_window
@@ -197,6 +200,27 @@ def _stream(
     return out + routers.on_tick(until)
 
 
+def _unchained(topic: str, value: dict[str, Any]) -> dict[str, Any]:
+    """A routed value without its chain fields: where a bureau record sits in its loan's chain
+    depends on the corrections the stream had to send, what it says does not."""
+    if topic != "bureau.records":
+        return value
+    return {k: v for k, v in value.items() if k not in chain.CHAIN_FIELDS}
+
+
+def _chains_hold(out: Out) -> dict[str, list[dict[str, Any]]]:
+    """The bureau records of ``out`` by loan, asserted to form chains that hold (identical
+    re-sends allowed), without the re-sends."""
+    records = _values(out, "bureau.records")
+    result = chain.verify((r, str(i), r["loan_id"]) for i, r in enumerate(records))
+    assert result.holds, result.lines()
+    by_loan: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r not in by_loan.setdefault(r["loan_id"], []):
+            by_loan[r["loan_id"]].append(r)
+    return by_loan
+
+
 def _effective(out: Out) -> dict[tuple[str, str], dict[str, Any]]:
     """The outputs after applying corrections: voided bureau records and the corrections dropped."""
     voided = {v["corrects"] for t, _, v in out if t == "bureau.records" and v["corrects"]}
@@ -204,6 +228,7 @@ def _effective(out: Out) -> dict[tuple[str, str], dict[str, Any]]:
     for topic, _, value in out:
         if topic == "bureau.records" and (value["corrects"] or value["record_id"] in voided):
             continue
+        value = _unchained(topic, value)
         key = (topic, _id(topic, value))
         assert result.get(key, value) == value, f"two contents for one id {key}"
         result[key] = value
@@ -224,11 +249,16 @@ def test_outputs_do_not_depend_on_tick_timing_or_redelivery(history: tuple, data
     )
     lags = [timedelta(minutes=data.draw(st.integers(0, 120))) for _ in events]
     redeliver = data.draw(st.sets(st.integers(0, max(0, len(events) - 1)), max_size=5))
-    replayed = _effective(route_all(events, [], until, policy))
-    streamed = _effective(_stream(events, ticks, until, policy, lags, list(redeliver)))
+    replayed_out = route_all(events, [], until, policy)
+    streamed_out = _stream(events, ticks, until, policy, lags, list(redeliver))
+    replayed, streamed = _effective(replayed_out), _effective(streamed_out)
     assert set(streamed) == set(replayed)
     for key, value in replayed.items():
         assert streamed[key] == value, key
+    # SPEC §7.1: the chains hold in both; events in order (however ticks fall), the same hashes
+    in_replay, in_stream = _chains_hold(replayed_out), _chains_hold(streamed_out)
+    if not any(lags):
+        assert in_stream == in_replay
 
 
 @SETTINGS
@@ -265,6 +295,7 @@ def _apply_retractions(out: Out, stream: list[dict[str, Any]]) -> tuple[dict, se
             continue
         if topic == "collections.tasks" and v["task_id"] in dead_tasks:
             continue
+        v = _unchained(topic, v)
         if topic == "partner.shares":
             for item in v["items"]:
                 if (
@@ -298,6 +329,8 @@ def test_the_stream_equals_the_replay_after_retractions(case: tuple, data: st.Da
     streamed = _stream(events, ticks, until, policy, lags, [], [t for t, _ in timed])
     replayed = route_all(truth, [], until, policy)
     assert not [e for e in truth if e["type"] == "OVERDUE_RETRACTED"]
+    _chains_hold(streamed)  # the stream's chains hold the corrections it sent, and stay valid
+    _chains_hold(replayed)
     s_kept, s_items = _apply_retractions(streamed, events)
     r_kept, r_items = _apply_retractions(replayed, truth)
     assert set(s_kept) == set(r_kept)
