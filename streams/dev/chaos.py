@@ -64,7 +64,7 @@ from .compare import compare
 from .detection import Clock, Delay, Inputs, delays, percentile, worst_between
 from .latebook import Send, late_book, with_bad_records
 from .procs import WorkerProcess, duewatch_command
-from .routed import ROUTED, compare_routed, duplicates
+from .routed import ROUTED, chains, compare_routed, duplicates
 from .simulate import start_instant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -563,6 +563,7 @@ class Outcome:
     )  # (bad records, missing, wrong reason or unexpected, repeats)
     dlq_problems: list[str] = field(default_factory=list)
     differences: dict[str, list[str]] = field(default_factory=dict)  # topic -> what differs (a sample)
+    chains: tuple[int, list[str]] = (0, [])  # (loans whose bureau chain was verified, its breaks)
 
     @property
     def lost(self) -> int:
@@ -575,6 +576,7 @@ class Outcome:
             and not any(extra for _, _, extra in self.equal.values())
             and not any(self.conflicts.values())
             and not self.dlq[2]
+            and not self.chains[1]
         )
 
 
@@ -621,6 +623,9 @@ def check(outputs: Mapping[str, Sequence[Mapping[str, Any]]], expected: Mapping[
             ]
         outcome.duplicates[topic], outcome.conflicts[topic] = duplicates(topic, values)
     outcome.dlq, outcome.dlq_problems = check_dlq(outputs[names.DLQ], played.bad, cfg)
+    verified = chains(r["value"] for r in outputs[names.BUREAU])
+    outcome.chains = (len(verified.chains), [f"{b.loan_id} {b.kind} at chain_seq {b.chain_seq}: {b.detail}"
+                                             for b in verified.breaks])  # fmt: skip
     return outcome
 
 
@@ -848,6 +853,8 @@ def report(result: Result) -> str:
     lines += [
         f"| bad records in the DLQ, once per reason | {bad - missing} of {bad}; {wrong} wrong or unexpected; "
         f"{repeats} repeated {'✓' if not missing and not wrong else '✗'} |",
+        f"| bureau hash chains hold (`duewatch verify`) | {o.chains[0]:,} loans; {len(o.chains[1])} breaks "
+        f"{'✓' if not o.chains[1] else '✗'} |",
         f"| kills survived | {len(kills)} SIGKILLs ({sum(h.back <= 5 for h in kills)} started again at once, "
         f"{sum(h.back > 5 for h in kills)} after the session timeout) |",
         f"| rebalances | {result.rebalances} (consumer group generations while the clock ran"
@@ -868,7 +875,7 @@ def report(result: Result) -> str:
         "",
     ]  # fmt: skip
     lines += [f"- +{when:.0f} s: {what}: {figure}" for when, what, figure in f.rows]
-    for problem in o.dlq_problems[:10] + f.problems:
+    for problem in o.dlq_problems[:10] + o.chains[1][:10] + f.problems:
         lines.append(f"- PROBLEM: {problem}")
     return "\n".join(lines) + "\n"
 

@@ -17,8 +17,11 @@ compensating records; a consumer that applies them ends where replay is. Applyin
 
 Ids: an event the stream retracted and emitted again carries a new id (docs/decisions.md #2), and
 every routed id derives from its source event's id. So the records of a loan that had any
-retraction are compared without their ids (``*_id`` but the loan's and borrower's, ``corrects``);
-all others with them. Repeats of an id (at-least-once delivery) count once: see
+retraction are compared without their ids (``*_id`` but the loan's and borrower's, ``corrects``)
+and without their place in the loan's bureau hash chain (``chain_seq``, ``prev_hash``, ``hash``:
+the stream's chain links every record the bureau received, the withdrawn ones and their
+corrections included, which replay never sends); all others with them. That the stream's chains
+hold is checked on their own (:func:`chains`). Repeats of an id (at-least-once delivery) count once: see
 :func:`duplicates` for checking that they are repeats and not conflicts.
 
 Pure functions over records in their JSON form (``kafkaio.render``'s ``value``, or replay's
@@ -34,6 +37,7 @@ from typing import Any
 
 from ..contracts import codec
 from ..contracts import topics as names
+from ..core.chain import CHAIN_FIELDS, Verification, verify
 from ..risk.retractions import RETRACTED
 
 #: Routed topic -> the field that is each record's own id.
@@ -48,6 +52,8 @@ ROUTED = tuple(ID_FIELD)
 DERIVED_IDS = frozenset(
     {"notification_id", "source_event_id", "record_id", "notice_id", "task_id", "corrects"}
 )
+#: What a loan with a retraction is compared without: the derived ids and its chain positions.
+WITHOUT_AFTER_RETRACTION = DERIVED_IDS | frozenset(CHAIN_FIELDS)
 RETRACTED_ITEM = "RETRACTED"
 
 
@@ -148,7 +154,8 @@ def standing_items(values: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _keys(records: Sequence[Mapping[str, Any]], loans_without_ids: set[str]) -> Counter:
     return Counter(
-        _text(r, DERIVED_IDS if r.get("loan_id") in loans_without_ids else frozenset()) for r in records
+        _text(r, WITHOUT_AFTER_RETRACTION if r.get("loan_id") in loans_without_ids else frozenset())
+        for r in records
     )
 
 
@@ -171,4 +178,22 @@ def compare_routed(
     return _keys(got, loans), _keys(want, loans)
 
 
-__all__ = ["ROUTED", "compare_routed", "duplicates", "first_of_each", "normal", "standing_items", "withdrawn"]
+def chains(values: Iterable[Mapping[str, Any]]) -> Verification:
+    """The stream's ``bureau.records`` (JSON form, in the order read) verified as the bank's
+    auditors would (``duewatch verify`` from the beginning): every loan's chain from 1 without a
+    gap, a fork or a hash that does not recompute; identical re-sends are no fork."""
+    return verify(
+        (codec.from_json("BureauRecord", dict(value)), f"record {n}", None) for n, value in enumerate(values)
+    )
+
+
+__all__ = [
+    "ROUTED",
+    "chains",
+    "compare_routed",
+    "duplicates",
+    "first_of_each",
+    "normal",
+    "standing_items",
+    "withdrawn",
+]
