@@ -108,6 +108,7 @@ def create_app(cfg: Settings) -> faust.App:
     tables = {name: app.Table(name, default=None, key_type=bytes, value_type=bytes, partitions=cfg.partitions)
               for name in TABLES}  # fmt: skip
     stores = {name: faust_internals.PartitionStore(table, cfg.partitions) for name, table in tables.items()}
+    faust_internals.keep_changelog_queue(app)  # standby copies must not lose records (docs/reliability.md)
 
     def load_router(table: str, partition: int, key: str) -> bytes | None:
         return stores[table].get(partition, key.encode())

@@ -56,6 +56,7 @@ from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.utils.futures import notify
+from mode.utils.queues import ThrowableQueue
 
 log = logging.getLogger("duewatch")
 
@@ -75,12 +76,17 @@ ASSUMED: tuple[tuple[str, str], ...] = (
     ("faust.assignor.PartitionAssignor", "_url"),
     ("faust.assignor.PartitionAssignor", "_compress"),
     ("faust.assignor.PartitionAssignor", "_decompress"),
+    ("faust.tables.manager.TableManager", "changelog_queue"),
 )
 #: Instance attributes of Faust's consumer used here (set in its ``__init__``).
 CONSUMER_ATTRIBUTES = (
     "_read_offset", "_committed_offset", "_acked", "_acked_index", "_n_acked", "_commit_every",
     "_waiting_for_ack", "_buffered_partitions", "_stopped",
 )  # fmt: skip
+
+#: Instance attributes of Faust's table manager and its recovery used here (``KeptChangelogQueue``).
+TABLES_ATTRIBUTES = ("_changelog_queue",)
+RECOVERY_ATTRIBUTES = ("active_tps", "standby_tps")
 
 _FETCHING = "CONSUMER_FETCHING"  # Faust's diagnostics flag for the same state
 
@@ -212,6 +218,44 @@ class KeptChannel(faust.Channel):
             maxsize = self.maxsize if self.maxsize is not None else self.app.conf.stream_buffer_maxsize
             self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
         return self._queue
+
+
+class KeptChangelogQueue(ThrowableQueue):
+    """The tables' changelog queue (what Faust's recovery applies to the tables), kept when the
+    flow resumes.
+
+    Faust's own is cleared whenever the flow resumes (``clear_on_resume``), the last time after
+    the recovery has resumed the standby partitions and its ``on_recovery_completed`` callbacks
+    and the seek to the committed offsets have run: the standby changelog records fetched
+    meanwhile and not yet applied are dropped while the consumer's position is past them. The
+    recovery then takes the next ones (a compacted changelog has gaps, so it cannot tell), and
+    the standby copy lacks those states for good while its persisted offset moves past them;
+    promoted to active, it decides on older states (the chaos run lost schedules and repayments
+    that way: docs/reliability.md). Kept, a record is applied when its turn comes, or ignored by
+    the recovery if its offset is not beyond what it has read (after a rebalance's seek the
+    records come again). A record of a partition the recovery no longer tracks is dropped here:
+    Faust would apply it to the table of the record before."""
+
+    def __init__(self, app: faust.App, maxsize: int | None) -> None:
+        super().__init__(maxsize=maxsize or 0, flow_control=app.flow_control, clear_on_resume=False)
+        tables: Any = app.tables
+        self._recovery: Any = tables.recovery
+
+    async def get(self) -> Any:
+        while True:
+            event = await super().get()
+            tp = event.message.tp
+            if tp in self._recovery.active_tps or tp in self._recovery.standby_tps:
+                return event
+
+
+def keep_changelog_queue(app: faust.App) -> None:
+    """Give ``app``'s tables a ``KeptChangelogQueue``. Call it once the tables are defined and
+    before the app starts (Faust creates its queue lazily, when the tables start)."""
+    tables: Any = app.tables
+    if tables._changelog_queue is not None:
+        raise RuntimeError("the tables' changelog queue exists already; call keep_changelog_queue earlier")
+    tables._changelog_queue = KeptChangelogQueue(app, app.conf.stream_buffer_maxsize)
 
 
 def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int) -> None:

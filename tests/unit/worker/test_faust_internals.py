@@ -123,6 +123,10 @@ def test_every_private_member_the_fenced_module_relies_on_is_still_there(tmp_pat
     app = faust.App("assumptions", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
     for attribute in intake.CONSUMER_ATTRIBUTES:
         assert hasattr(app.consumer, attribute), f"Faust's consumer has no {attribute} any more"
+    for attribute in intake.TABLES_ATTRIBUTES:
+        assert hasattr(app.tables, attribute), f"Faust's table manager has no {attribute} any more"
+    for attribute in intake.RECOVERY_ATTRIBUTES:
+        assert hasattr(app.tables.recovery, attribute), f"Faust's recovery has no {attribute} any more"
     assert hasattr(faust.streams, "_current_event"), "faust.streams._current_event is gone"
 
 
@@ -240,3 +244,34 @@ async def test_a_rebalance_first_finishes_the_batch_in_flight_and_commits_it(app
     await flying
     assert order == [("commit", {tp: 104}), ("revoked", {tp})]
     assert not app.flow_control.is_active(), "no further batch is taken meanwhile"
+
+
+async def test_a_standby_record_waiting_to_be_applied_survives_faust_resuming_the_flow(
+    app: faust.App,
+) -> None:
+    """Faust's recovery resumes the flow once more after it has resumed the standby partitions,
+    and that cleared the changelog records fetched and not yet applied: the standby copy lacked
+    them for good, and the worker that took the partition over decided on older states (the
+    chaos run lost schedules and repayments)."""
+    from types import SimpleNamespace
+
+    intake.keep_changelog_queue(app)
+    queue = app.tables.changelog_queue
+    plain = app.FlowControlQueue(maxsize=8, clear_on_resume=True)  # Faust's own
+    standby, revoked = TP("app-loans-changelog", 1), TP("app-loans-changelog", 4)
+    app.tables.recovery.standby_tps.add(standby)
+    kept_event, gone_event = (
+        SimpleNamespace(message=SimpleNamespace(tp=tp, offset=9)) for tp in (standby, revoked)
+    )
+    app.flow_control.resume()
+    for q in (queue, plain):
+        await q.put(gone_event)
+        await q.put(kept_event)
+    app.flow_control.suspend()  # a rebalance, and the recovery resuming the flow
+    app.flow_control.resume()
+    assert plain.qsize() == 0
+    assert queue.qsize() == 2
+    # a record of a partition the recovery no longer tracks is dropped, not applied to another table
+    assert await asyncio.wait_for(queue.get(), 5) is kept_event
+    with pytest.raises(RuntimeError):
+        intake.keep_changelog_queue(app)
