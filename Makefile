@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help venv compile test-pure kafka-jars kafka-up kafka-down kafka-status registry-build registry-up registry-down \
-	registry-status asyncapi-tools lint test fuzz demo bench
+	registry-status asyncapi-tools lint test fuzz demo bench chaos
 
 help:
 	@echo "make venv          create $(VENV) (python >= 3.11), pip install -e '.[test]', compile streams/core"
@@ -30,6 +30,7 @@ help:
 	@echo "make fuzz          the fuzz suite with 2,000 examples per property, and the poison records through the stream"
 	@echo "make demo          the end-to-end demo"
 	@echo "make bench         throughput benchmark"
+	@echo "make chaos         crashes, a broker failure, rebalances on a 3-node cluster vs replay (<= 10 min; report in docs/reliability.md)"
 
 # --- python environment -------------------------------------------------------
 
@@ -203,3 +204,9 @@ demo: venv kafka-jars
 
 bench: venv
 	$(PY) -m streams.dev.bench
+
+# docs/reliability.md: three workers on a 3-node cluster through SIGKILLs, a broker SIGKILL and
+# 3 -> 2 -> 3, checked against replay. Bounded: the run gives up after 570 s (exit 1). Each run
+# writes its report into docs/reliability.md. CHAOS_ARGS="--seed 42 --keep" etc.
+chaos: venv kafka-jars
+	$(PY) -m streams.dev.chaos --docs $(CHAOS_ARGS)

@@ -5,7 +5,9 @@ Read once at start-up; everything downstream receives this immutable value.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -48,6 +50,32 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     if value < minimum:
         raise ValueError(f"{name} must be ≥ {minimum}")
     return value
+
+
+#: What Kafka accepts as a ``group.instance.id`` (the same rule as for topic names).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(raw: str | None) -> str | None:
+    if raw is not None and not _INSTANCE_ID.fullmatch(raw):
+        raise ValueError(
+            f"DUEWATCH_INSTANCE_ID must be 1-249 characters of A-Z, a-z, 0-9, '.', '_' and '-', not {raw!r}"
+        )
+    return raw
+
+
+def default_instance_id(host: str, state_dir: str) -> str:
+    """A worker's static group member id when ``DUEWATCH_INSTANCE_ID`` is not set: its host and
+    its state directory.
+
+    A worker *is* its state: restarted over the same directory it should take back the same
+    partitions (whose tables it holds) without a rebalance, and two workers on one host need
+    different directories anyway. In a Kubernetes StatefulSet the host name is the pod's stable
+    name and each pod has its own volume, so this is stable across restarts there too.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", host)[:200] or "worker"
+    digest = hashlib.sha256(os.path.abspath(state_dir).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
 
 
 def _url(raw: str | None) -> str | None:
@@ -104,6 +132,22 @@ class Settings:
     schema_registry_url: str | None = None
     schema_registry_user: str | None = None
     schema_registry_password: str | None = field(default=None, repr=False)
+    # Failover (docs/reliability.md). A worker that stops heart-beating for ``session_timeout``
+    # seconds (a crash, a lost host) is dropped from the consumer group and its partitions move
+    # to the others; Faust's default is 60 s, a minute without detection for those loans.
+    # Brokers refuse less than their group.min.session.timeout.ms (6 s by default).
+    session_timeout: float = 10.0
+    # How often the worker heart-beats: also how soon the others learn that a rebalance began.
+    heartbeat_interval: float = 1.0
+    # Static group membership (KIP-345): the worker's stable id in the consumer group. A worker
+    # restarted within ``session_timeout`` takes back its partitions without a rebalance. None:
+    # ``default_instance_id`` of the host and the state directory.
+    instance_id: str | None = None
+
+    @property
+    def group_instance_id(self) -> str:
+        """This worker's static member id (``DUEWATCH_INSTANCE_ID`` or ``default_instance_id``)."""
+        return self.instance_id or default_instance_id(socket.gethostname(), self.state_dir)
 
     @property
     def registry_mode(self) -> bool:
@@ -232,6 +276,10 @@ def _registry_url(env: Mapping[str, str], name: str, default: Any) -> Any:
     return _url(_text(env, name, default))
 
 
+def _static_id(env: Mapping[str, str], name: str, default: Any) -> Any:
+    return _instance_id(_text(env, name, default))
+
+
 def _host_name(env: Mapping[str, str], name: str, default: Any) -> Any:
     return _text(env, name, None) or socket.gethostname()
 
@@ -307,6 +355,12 @@ VARIABLES: tuple[Variable, ...] = (
              "TOO_LARGE)", _whole(1)),
     Variable("DUEWATCH_MAX_TICK_AHEAD", "max_tick_ahead", "seconds a tick may be ahead of the wall clock "
              "(0: no check)", _real(0)),
+    Variable("DUEWATCH_SESSION_TIMEOUT", "session_timeout", "seconds without a heartbeat before the group "
+             "hands a worker's partitions to the others (failover)", _real(1)),
+    Variable("DUEWATCH_HEARTBEAT_INTERVAL", "heartbeat_interval", "seconds between heartbeats (less than the "
+             "session timeout)", _real(0.1)),
+    Variable("DUEWATCH_INSTANCE_ID", "instance_id", "static group member id: a restarted worker takes its "
+             "partitions back without a rebalance", _static_id, shown="host name and state directory"),
 )  # fmt: skip
 
 
@@ -338,4 +392,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         )
     if values["ssl_keyfile"] and not values["ssl_certfile"]:
         raise ValueError("KAFKA_SSL_KEYFILE given without KAFKA_SSL_CERTFILE (the client certificate)")
+    if values["heartbeat_interval"] >= values["session_timeout"]:
+        # Kafka's rule; a third of the session or less is the usual advice.
+        raise ValueError(
+            f"DUEWATCH_HEARTBEAT_INTERVAL ({values['heartbeat_interval']:g} s) must be less than "
+            f"DUEWATCH_SESSION_TIMEOUT ({values['session_timeout']:g} s)"
+        )
     return Settings(**values)

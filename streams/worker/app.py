@@ -27,7 +27,7 @@ from .aside import SetAside
 from .checkpoint import BATCH_BYTES, Checkpoint, Step
 from .detector import Detector
 from .gate import Gate
-from .lifecycle import Lifecycle
+from .lifecycle import REVOKE_QUIET, Lifecycle, group_membership
 from .metrics import BookGauges, Tally, add_faust_sensors, metrics
 from .outage import BrokerWatch
 from .routers import LoanRouters, Notifier, PartnerDigests
@@ -61,6 +61,7 @@ def create_app(cfg: Settings) -> faust.App:
     m = metrics()
     app = faust.App(
         cfg.app_id,
+        env={},  # Faust reads no variable of its own (a Kubernetes WEB_PORT=tcp://... would crash it)
         broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap_servers.split(",") if b.strip()],
         broker_credentials=_credentials(cfg),
         store="rocksdb://",
@@ -70,6 +71,7 @@ def create_app(cfg: Settings) -> faust.App:
         topic_replication_factor=cfg.replication,
         table_standby_replicas=1,
         consumer_auto_offset_reset="earliest",
+        **group_membership(cfg),  # failover in seconds: session, heartbeat, static member
         logging_config=logging_config(cfg.log_json, cfg.log_level, cfg.kafka_log_level),
         web_enabled=True,
         web_port=cfg.web_port,
@@ -87,6 +89,7 @@ def create_app(cfg: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     faust_internals.use_idempotent_producer(app)
+    faust_internals.accept_moved_member(app)
     add_faust_sensors(app)
 
     def topic(*physical: str, internal: bool = False) -> faust.TopicT:
@@ -105,6 +108,7 @@ def create_app(cfg: Settings) -> faust.App:
     tables = {name: app.Table(name, default=None, key_type=bytes, value_type=bytes, partitions=cfg.partitions)
               for name in TABLES}  # fmt: skip
     stores = {name: faust_internals.PartitionStore(table, cfg.partitions) for name, table in tables.items()}
+    faust_internals.keep_changelog_queue(app)  # standby copies must not lose records (docs/reliability.md)
 
     def load_router(table: str, partition: int, key: str) -> bytes | None:
         return stores[table].get(partition, key.encode())
@@ -154,7 +158,7 @@ def create_app(cfg: Settings) -> faust.App:
     faust_internals.reread_uncommitted(
         app, {notify_topic.get_topic_name(), items_topic.get_topic_name(), *inputs.topics}
     )
-    channels = [app.channel(maxsize=BATCHES_QUEUED) for _ in range(3)]
+    channels = [faust_internals.KeptChannel(app, maxsize=BATCHES_QUEUED) for _ in range(3)]
     routes: dict[str, faust.ChannelT] = {}
     for source, channel in zip((inputs, notify_topic, items_topic), channels, strict=True):
         app.topics.add(source.clone(is_iterator=True))  # type: ignore[arg-type]  # a TopicT, typed as a channel
@@ -174,13 +178,14 @@ def create_app(cfg: Settings) -> faust.App:
         app.agent(channel, name=name, concurrency=1)(agent)
 
     lifecycle = Lifecycle(ctx, stores, book)
+    faust_internals.commit_before_revoke(app, ctx.quiet.wait, REVOKE_QUIET)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal type has no async form
     async def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         lifecycle.revoked(revoked)
 
     tables[LOANS].on_recover(lifecycle.recovered)
-    app.timer(1.0)(_async(lifecycle.publish_gauges))
+    app.timer(1.0)(lifecycle.publish_gauges)
     for logical in (*names.INPUT_TOPICS, names.CONTROL):
         m.records_consumed.labels(logical)  # every series exists from the start (rate() needs a 0)
     add_routes(app, tables[LOANS], engine, cfg.api_token, ctx.readiness,
@@ -189,11 +194,3 @@ def create_app(cfg: Settings) -> faust.App:
     if cfg.ticker_enabled:
         add_ticker(app, cfg, outputs[names.TICKS], tracing)
     return app
-
-
-def _async(function: Any) -> Any:
-    async def run() -> None:
-        function()
-
-    run.__name__ = function.__name__
-    return run

@@ -30,6 +30,13 @@ everywhere else. Why each is needed:
   partition where the last one committed.
 - **The idempotent producer** (``IdempotentProducer``): Faust turns on aiokafka's idempotence
   only under ``exactly_once``; its producer's ``_settings_extra`` is extended instead.
+- **Committing before a rebalance** (``commit_before_revoke``): Faust's consumer drops the
+  acknowledged but not yet committed offsets of revoked partitions (``on_partitions_revoked``),
+  so whoever gets them reprocesses up to a commit interval of records.
+- **A static member that moved** (``accept_moved_member``): a worker restarted under the same
+  ``DUEWATCH_INSTANCE_ID`` is handed back the assignment made for its previous URL; Faust's
+  assignor asserts the URL (``_url``, ``_decompress``/``_compress``), which would stop
+  aiokafka's coordinator for good.
 """
 
 from __future__ import annotations
@@ -37,16 +44,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import faust
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from faust.assignor.client_assignment import ClientMetadata
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.utils.futures import notify
+from mode.utils.queues import ThrowableQueue
 
 log = logging.getLogger("duewatch")
 
@@ -63,12 +73,20 @@ ASSUMED: tuple[tuple[str, str], ...] = (
     ("faust.stores.rocksdb.Store", "_visible_items"),
     ("faust.transport.drivers.aiokafka.Producer", "_settings_extra"),
     ("faust.transport.drivers.aiokafka.Producer", "_ensure_producer"),
+    ("faust.assignor.PartitionAssignor", "_url"),
+    ("faust.assignor.PartitionAssignor", "_compress"),
+    ("faust.assignor.PartitionAssignor", "_decompress"),
+    ("faust.tables.manager.TableManager", "changelog_queue"),
 )
 #: Instance attributes of Faust's consumer used here (set in its ``__init__``).
 CONSUMER_ATTRIBUTES = (
     "_read_offset", "_committed_offset", "_acked", "_acked_index", "_n_acked", "_commit_every",
     "_waiting_for_ack", "_buffered_partitions", "_stopped",
 )  # fmt: skip
+
+#: Instance attributes of Faust's table manager and its recovery used here (``KeptChangelogQueue``).
+TABLES_ATTRIBUTES = ("_changelog_queue",)
+RECOVERY_ATTRIBUTES = ("active_tps", "standby_tps")
 
 _FETCHING = "CONSUMER_FETCHING"  # Faust's diagnostics flag for the same state
 
@@ -141,20 +159,33 @@ async def _sort_fetch(
     active: Any,
     routes: Mapping[str, faust.ChannelT],
     generation: int,
-) -> dict[faust.ChannelT, list[Any]]:
+) -> tuple[dict[faust.ChannelT, list[Any]], dict[TP, int]]:
     """One fetch's records by the channel of their agent, with Faust's checks (flow, generation,
-    read offsets, gaps); records of other topics go Faust's own way, one by one."""
+    read offsets, gaps); records of other topics go Faust's own way, one by one.
+
+    While a rebalance is not over, the records of the agents' topics are not taken at all: the
+    second value says, per partition, the offset to seek back to so that they come again. Faust's
+    recovery resumes those partitions before it seeks them to the committed offsets, and ends by
+    resuming the flow, which clears its queues; records read in between were either processed out
+    of order (ahead of the committed offset, before the records the seek then brings) or dropped
+    with their read offset already advanced, and so skipped for good (the chaos run lost
+    repayments that way). They are read again once the rebalance is over."""
     consumer: Any = app.consumer
     read_offset = consumer._read_offset
     acks_enabled_for = app.topics.acks_enabled_for
     batches: dict[faust.ChannelT, list[Any]] = {}
+    rewind: dict[TP, int] = {}
     for tp, fetched in records.items():
         if not consumer.flow_active or app.consumer_generation_id != generation:
             break  # a rebalance began: what is left comes again after its seek
         if active is not None and tp not in active and tp not in consumer._buffered_partitions:
             continue
-        app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
         channel = routes.get(tp.topic)
+        if channel is not None and app.rebalancing:
+            if fetched:
+                rewind[tp] = fetched[0].offset
+            continue
+        app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
         for record in fetched:
             offset = record.offset
             last = read_offset[tp]
@@ -168,7 +199,63 @@ async def _sort_fetch(
                 message = consumer._to_message(tp, record)
                 await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset
-    return batches
+    return batches, rewind
+
+
+class KeptChannel(faust.Channel):
+    """A channel whose queue Faust's flow control never clears.
+
+    Faust clears its agents' queues whenever the flow resumes (mode's ``FlowControlQueue`` with
+    ``clear_on_resume``), which its recovery does several times, the last one after it sought
+    the partitions to their committed offsets: a batch cleared then is never read again, and
+    the committer, seeing later offsets acknowledged, commits past it. A batch in this queue is
+    handled, or skipped by its agent because it is of an older generation (``current``), and
+    then read again after that rebalance's seek."""
+
+    @property
+    def queue(self) -> Any:
+        if self._queue is None:
+            maxsize = self.maxsize if self.maxsize is not None else self.app.conf.stream_buffer_maxsize
+            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+        return self._queue
+
+
+class KeptChangelogQueue(ThrowableQueue):
+    """The tables' changelog queue (what Faust's recovery applies to the tables), kept when the
+    flow resumes.
+
+    Faust's own is cleared whenever the flow resumes (``clear_on_resume``), the last time after
+    the recovery has resumed the standby partitions and its ``on_recovery_completed`` callbacks
+    and the seek to the committed offsets have run: the standby changelog records fetched
+    meanwhile and not yet applied are dropped while the consumer's position is past them. The
+    recovery then takes the next ones (a compacted changelog has gaps, so it cannot tell), and
+    the standby copy lacks those states for good while its persisted offset moves past them;
+    promoted to active, it decides on older states (the chaos run lost schedules and repayments
+    that way: docs/reliability.md). Kept, a record is applied when its turn comes, or ignored by
+    the recovery if its offset is not beyond what it has read (after a rebalance's seek the
+    records come again). A record of a partition the recovery no longer tracks is dropped here:
+    Faust would apply it to the table of the record before."""
+
+    def __init__(self, app: faust.App, maxsize: int | None) -> None:
+        super().__init__(maxsize=maxsize or 0, flow_control=app.flow_control, clear_on_resume=False)
+        tables: Any = app.tables
+        self._recovery: Any = tables.recovery
+
+    async def get(self) -> Any:
+        while True:
+            event = await super().get()
+            tp = event.message.tp
+            if tp in self._recovery.active_tps or tp in self._recovery.standby_tps:
+                return event
+
+
+def keep_changelog_queue(app: faust.App) -> None:
+    """Give ``app``'s tables a ``KeptChangelogQueue``. Call it once the tables are defined and
+    before the app starts (Faust creates its queue lazily, when the tables start)."""
+    tables: Any = app.tables
+    if tables._changelog_queue is not None:
+        raise RuntimeError("the tables' changelog queue exists already; call keep_changelog_queue earlier")
+    tables._changelog_queue = KeptChangelogQueue(app, app.conf.stream_buffer_maxsize)
 
 
 def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int) -> None:
@@ -187,7 +274,9 @@ def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int
                 await consumer.sleep(0)
                 if records and not consumer.should_stop:
                     generation = app.consumer_generation_id
-                    batches = await _sort_fetch(app, records, active, routes, generation)
+                    batches, rewind = await _sort_fetch(app, records, active, routes, generation)
+                    for tp, offset in rewind.items():
+                        await consumer.seek(tp, offset)
                     handing = [(channel, Batch(generation, taken[start : start + batch_max]))
                                for channel, taken in batches.items() for start in range(0, len(taken), batch_max)]  # fmt: skip
                     for channel, batch in handing:
@@ -372,3 +461,74 @@ def use_idempotent_producer(app: faust.App) -> None:
     if app._producer is not None:
         raise RuntimeError("the app's producer exists already; call use_idempotent_producer earlier")
     app.transport.Producer = IdempotentProducer  # type: ignore[misc]
+
+
+# --- group membership ------------------------------------------------------------------------
+
+
+def commit_before_revoke(app: faust.App, quiet: Callable[[float], Awaitable[bool]], timeout: float) -> None:
+    """Finish the batch in flight and commit what is done before partitions are revoked.
+
+    Faust's consumer forgets the offsets acknowledged since its last commit (every
+    ``broker_commit_interval``) when partitions are revoked, and with ``stream_wait_empty`` off
+    (see ``app``) a batch may still be in flight then: the partitions' next owner reprocesses
+    all of it. Reprocessing is allowed (at least once), but it is not a replay of what happened:
+    it reads the records already there, so a late record can be taken before a tick it followed
+    the first time, and what the tick had emitted is then neither emitted again nor retracted
+    (docs/reliability.md). Here the agents take no new batch, the one in flight (``quiet``, at
+    most ``timeout`` seconds) writes its states and acknowledges its records, and the offsets
+    are committed, before Faust's own revocation. Kafka accepts the commit of a member of the
+    current generation while the group prepares to rebalance; aiokafka's auto-commit does the
+    same there."""
+    consumer: Any = app.consumer
+    faust_revoked = consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(revoked: set[TP]) -> None:
+        if revoked:
+            app.flow_control.suspend()  # the agents take no further batch (``current``)
+            consumer.stop_flow()  # and the fetch loop hands nothing more over
+            if not await quiet(timeout):
+                log.warning("partitions revoked while a batch was still in flight after %.0f s", timeout)
+            try:
+                if not await consumer.commit():  # False: it waited for the committer's commit instead
+                    await consumer.commit()
+            except Exception as exc:  # noqa: BLE001 - the rebalance goes on; the records come again
+                log.warning("committing before the rebalance failed: %s", exc)
+        await faust_revoked(revoked)
+
+    consumer.on_partitions_revoked = on_partitions_revoked
+
+
+def accept_moved_member(app: faust.App) -> None:
+    """Let a static member take back an assignment made for another URL of its own.
+
+    The broker hands a static member that rejoins a stable group its previous assignment
+    without a rebalance (KIP-345), and Faust's assignment carries the member's canonical URL
+    from then. If ``DUEWATCH_WEB_HOST`` or ``DUEWATCH_WEB_PORT`` changed across the restart,
+    Faust's ``on_assignment`` fails an assertion inside aiokafka's coordinator task, which
+    then stops for good: a worker that never becomes ready. The assignment is taken with this
+    worker's URL put in place of the old one instead (a warning says so). Until the next
+    rebalance the other workers forward ``/loans/...`` for these partitions to the old URL."""
+    assignor: Any = app.assignor
+    faust_on_assignment = assignor.on_assignment
+
+    def moved(urls: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
+        return {new if url == old else url: value for url, value in urls.items()}
+
+    def on_assignment(assignment: Any) -> None:
+        metadata = ClientMetadata.loads(assignor._decompress(assignment.user_data))
+        url = str(assignor._url)
+        if metadata.url != url:
+            log.warning("this worker's static member id was assigned partitions at another URL (%s); "
+                        "taking them at %s", metadata.url, url)  # fmt: skip
+            metadata = metadata.derive(
+                url=url,
+                changelog_distribution=moved(metadata.changelog_distribution, metadata.url, url),
+                external_topic_distribution=moved(metadata.external_topic_distribution, metadata.url, url),
+            )
+            assignment = ConsumerProtocolMemberAssignment(
+                assignment.version, assignment.assignment, assignor._compress(metadata.dumps())
+            )
+        faust_on_assignment(assignment)
+
+    assignor.on_assignment = on_assignment

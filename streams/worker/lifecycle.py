@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from faust.types import TP
 
 from ..contracts.topics import ALL_TOPICS
 from ..core.routing.engine import BUREAU, PARTNERS
 from ..core.wakeups import WakeIndex
+from ..settings import Settings
 from .agents import Context
 from .aside import report
 from .effects import Source
@@ -23,6 +25,21 @@ log = logging.getLogger("duewatch")
 
 #: Seconds a rebuild waits for batches in flight (they wait for broker acks only).
 QUIET_TIMEOUT = 60.0
+#: Seconds a rebalance waits for the batch in flight (faust_internals.commit_before_revoke).
+REVOKE_QUIET = 10.0
+
+
+def group_membership(cfg: Settings) -> dict[str, Any]:
+    """Faust's consumer-group settings for failover in seconds (docs/reliability.md).
+
+    A crashed worker's partitions move to the others after ``session_timeout``; a restarted one
+    takes them back without a rebalance, as the same static member (KIP-345)."""
+    return {
+        "broker_session_timeout": cfg.session_timeout,
+        "broker_heartbeat_interval": cfg.heartbeat_interval,
+        "broker_request_timeout": max(90.0, cfg.session_timeout),  # Faust: never below the session
+        "consumer_group_instance_id": cfg.group_instance_id,
+    }
 
 
 def load_indexes(
@@ -90,8 +107,8 @@ class Lifecycle:
             ctx.metrics.ready.set(1 if ctx.serving else 0)
             ctx.metrics.recovering.set(0)
 
-    def publish_gauges(self) -> None:
-        """Gauges that are cheaper to publish once a second than per record."""
+    async def publish_gauges(self) -> None:
+        """Gauges that are cheaper to publish once a second than per record (the app's timer)."""
         ctx, m = self.ctx, self.ctx.metrics
         self.book.flush()
         m.loans_aside.set(len(ctx.set_aside))

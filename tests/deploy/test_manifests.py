@@ -38,9 +38,8 @@ DASHBOARD = GRAFANA_DIR / "dashboards" / "duewatch.json"
 
 WEB_PORT = Settings().web_port  # DUEWATCH_WEB_PORT's default (6066)
 
-#: Variables in the Kubernetes manifests that are not duewatch's own: the downward API, and
-#: Faust's WEB_HOST (the host part of each worker's canonical URL).
-K8S_OTHER_ENV = {"POD_NAME", "POD_NAMESPACE", "WEB_HOST"}
+#: Variables in the Kubernetes manifests that are not duewatch's own: the downward API.
+K8S_OTHER_ENV = {"POD_NAME", "POD_NAMESPACE"}
 
 
 def known_env_names() -> set[str]:
@@ -348,6 +347,16 @@ def test_compose_worker_web_port_healthcheck_and_scrape_targets() -> None:
     assert targets == expected_targets, "prometheus.yml's duewatch targets must be exactly the workers"
 
 
+def test_compose_workers_have_failover_settings_and_their_own_member_id() -> None:
+    ids = []
+    for name, svc in workers().items():
+        cfg = from_env(service_env(svc))
+        assert 6 <= cfg.session_timeout <= 15 and cfg.heartbeat_interval <= cfg.session_timeout / 3, name
+        assert cfg.instance_id, f"{name}: DUEWATCH_INSTANCE_ID not set"
+        ids.append(cfg.instance_id)
+    assert len(set(ids)) == len(ids), f"workers share a static member id: {ids}"
+
+
 def test_compose_workers_keep_state_on_their_own_volume() -> None:
     used = []
     for name, svc in workers().items():
@@ -477,8 +486,19 @@ def container_env() -> dict[str, str]:
         assert ref["name"] in configmaps, f"envFrom: no ConfigMap {ref['name']}"
         env.update(configmaps[ref["name"]])
     for var in worker_container().get("env") or []:
-        env[var["name"]] = var["value"] if "value" in var else "from-" + next(iter(var["valueFrom"]))
+        field = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if field in DOWNWARD:
+            env[var["name"]] = DOWNWARD[field]
+        elif "value" in var:
+            # Kubernetes expands $(VAR) from the variables defined before it
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), var["value"])
+        else:
+            env[var["name"]] = "from-" + next(iter(var["valueFrom"]))
     return env
+
+
+#: What the downward API gives the first pod, for the manifests' $(POD_NAME) and $(POD_NAMESPACE).
+DOWNWARD = {"metadata.name": "duewatch-0", "metadata.namespace": "bank"}
 
 
 def test_k8s_manifests_parse_and_are_namespace_agnostic() -> None:
@@ -551,8 +571,8 @@ def test_k8s_services_select_the_workers() -> None:
         for port in svc["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
             assert target in port_names or target == WEB_PORT, f"{name}: targetPort {target}"
-    # WEB_HOST (Faust's canonical URL) is the pod's name under the governing service
-    assert f".{governing['metadata']['name']}." in container_env()["WEB_HOST"]
+    # DUEWATCH_WEB_HOST (the canonical URL) is the pod's name under the governing service
+    assert f".{governing['metadata']['name']}." in container_env()["DUEWATCH_WEB_HOST"]
 
 
 def test_k8s_env_vars_are_known_and_parse() -> None:
@@ -573,6 +593,21 @@ def test_k8s_env_vars_are_known_and_parse() -> None:
             assert secret, f"{var['name']}: no Secret {ref['name']} in secret.example.yaml"
             assert ref["key"] in (secret.get("stringData") or secret.get("data") or {}), var["name"]
             assert ref["key"] in known, ref["key"]
+
+
+def test_k8s_failover_settings_and_a_static_member_id_per_pod() -> None:
+    """Failover in seconds (docs/reliability.md): the session and heartbeat are set where an
+    operator looks for them, within what brokers accept, and each pod's static member id is its
+    stable StatefulSet name (never one id for all pods, which would fence them off each other)."""
+    [configmap] = [cm for cm in k8s_objects("ConfigMap") if cm["metadata"]["name"] == "duewatch-config"]
+    assert {"DUEWATCH_SESSION_TIMEOUT", "DUEWATCH_HEARTBEAT_INTERVAL"} <= set(configmap["data"])
+    assert "DUEWATCH_INSTANCE_ID" not in configmap["data"], "one instance id for every pod"
+    cfg = from_env({k: v for k, v in container_env().items() if not v.startswith("from-")})
+    assert 6 <= cfg.session_timeout <= 15, "brokers' group.min.session.timeout.ms is 6 s; the target 15 s"
+    assert cfg.heartbeat_interval <= cfg.session_timeout / 3
+    assert cfg.group_instance_id == DOWNWARD["metadata.name"]
+    [var] = [v for v in worker_container()["env"] if v["name"] == "DUEWATCH_INSTANCE_ID"]
+    assert var["value"] == "$(POD_NAME)"
 
 
 def test_k8s_state_dir_is_on_the_volume_claim() -> None:

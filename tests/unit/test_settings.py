@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from streams.settings import Settings, from_env
+from streams.settings import Settings, default_instance_id, from_env
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
@@ -178,3 +178,34 @@ def test_a_bad_tls_file_or_key_password_names_the_variable_and_shows_no_secret(
     assert dev_tls.client_key_password not in text and "wrong-Pa55word" not in text
     error = raised.value
     assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+
+
+# --------------------------------------------------------------------------- failover
+
+
+def test_failover_defaults_detect_again_within_15_seconds() -> None:
+    cfg = from_env({})
+    assert (cfg.session_timeout, cfg.heartbeat_interval, cfg.instance_id) == (10.0, 1.0, None)
+    assert cfg.heartbeat_interval <= cfg.session_timeout / 3
+    assert cfg.group_instance_id == default_instance_id(socket.gethostname(), "./state")
+
+
+def test_failover_settings_from_the_environment() -> None:
+    cfg = from_env({"DUEWATCH_SESSION_TIMEOUT": "6", "DUEWATCH_HEARTBEAT_INTERVAL": "0.5",
+                    "DUEWATCH_INSTANCE_ID": "duewatch-2"})  # fmt: skip
+    assert (cfg.session_timeout, cfg.heartbeat_interval, cfg.group_instance_id) == (6.0, 0.5, "duewatch-2")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DUEWATCH_SESSION_TIMEOUT": "soon"}, "DUEWATCH_SESSION_TIMEOUT"),
+        ({"DUEWATCH_SESSION_TIMEOUT": "0.5"}, "DUEWATCH_SESSION_TIMEOUT"),
+        ({"DUEWATCH_HEARTBEAT_INTERVAL": "10"}, "DUEWATCH_HEARTBEAT_INTERVAL"),
+        ({"DUEWATCH_INSTANCE_ID": "pod 1"}, "DUEWATCH_INSTANCE_ID"),
+        ({"DUEWATCH_INSTANCE_ID": "x" * 250}, "DUEWATCH_INSTANCE_ID"),
+    ],
+)
+def test_bad_failover_settings_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        from_env(env)

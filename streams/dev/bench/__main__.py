@@ -1,4 +1,4 @@
-"""`python -m streams.dev.bench [core|codec|whatif|e2e|all]`: run benchmarks and rewrite BENCHMARKS.md sections."""
+"""`python -m streams.dev.bench [core|codec|whatif|e2e|failover|all]`: run benchmarks and rewrite BENCHMARKS.md sections."""
 
 from __future__ import annotations
 
@@ -24,14 +24,16 @@ def main(argv: list[str]) -> int:
         from . import whatif
 
         whatif.main(write_section)
+    status = 0
     if which in ("e2e", "all"):
-        try:
-            from . import e2e
-        except ImportError:
-            print("end-to-end benchmark not built yet")
-        else:
-            return e2e.main(write_section)
-    return 0
+        from . import e2e
+
+        status = e2e.main(write_section)
+    if which in ("failover", "all"):
+        from . import failover
+
+        status = failover.main(write_section) or status
+    return status
 
 
 if __name__ == "__main__":

@@ -123,6 +123,10 @@ def test_every_private_member_the_fenced_module_relies_on_is_still_there(tmp_pat
     app = faust.App("assumptions", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
     for attribute in intake.CONSUMER_ATTRIBUTES:
         assert hasattr(app.consumer, attribute), f"Faust's consumer has no {attribute} any more"
+    for attribute in intake.TABLES_ATTRIBUTES:
+        assert hasattr(app.tables, attribute), f"Faust's table manager has no {attribute} any more"
+    for attribute in intake.RECOVERY_ATTRIBUTES:
+        assert hasattr(app.tables.recovery, attribute), f"Faust's recovery has no {attribute} any more"
     assert hasattr(faust.streams, "_current_event"), "faust.streams._current_event is gone"
 
 
@@ -135,3 +139,139 @@ def test_the_pins_match_what_the_fenced_module_was_checked_against() -> None:
         if package == "mode-streaming":
             continue  # Faust's own dependency, pinned by it
         assert f">={checked}" in config and f"<{major}.{int(minor) + 1}" in config, package
+
+
+# --- a static member that moved ------------------------------------------------------------------
+
+
+def _assignment_for(app: faust.App, url: str):
+    """What the broker hands back to a static member: the assignment made for ``url``."""
+    import zlib
+
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+
+    client = ClientAssignment(actives={"loan.schedules": [0, 2]}, standbys={})
+    metadata = ClientMetadata(
+        assignment=client, url=url, changelog_distribution={url: {"t-loans-changelog": [0, 2]},
+                                                            "http://other:6066": {"t-loans-changelog": [1]}},
+    )  # fmt: skip
+    return ConsumerProtocolMemberAssignment(0, [("loan.schedules", [0, 2])], zlib.compress(metadata.dumps()))
+
+
+def test_a_static_member_back_at_another_url_takes_its_partitions(tmp_path, caplog) -> None:
+    app = faust.App("moved", broker="kafka://127.0.0.1:1", datadir=str(tmp_path),
+                    canonical_url="http://w1:7001")  # fmt: skip
+    stale = _assignment_for(app, "http://w1:6066")
+    with pytest.raises(AssertionError):  # Faust alone: aiokafka's coordinator task would die of it
+        app.assignor.on_assignment(stale)
+    intake.accept_moved_member(app)
+    app.assignor.on_assignment(stale)
+    assert app.assignor.assigned_actives() == {TP("loan.schedules", 0), TP("loan.schedules", 2)}
+    assert set(app.assignor.changelog_distribution) == {"http://w1:7001", "http://other:6066"}
+    assert "at another URL" in caplog.text
+    app.assignor.on_assignment(_assignment_for(app, "http://w1:7001"))  # the usual case: unchanged
+    assert app.assignor.assigned_actives() == {TP("loan.schedules", 0), TP("loan.schedules", 2)}
+
+
+# --- records read during a rebalance ----------------------------------------------------------------
+
+
+async def test_a_batch_in_an_agents_channel_survives_faust_resuming_the_flow(app: faust.App) -> None:
+    """Faust's recovery resumes the flow after seeking to the committed offsets, and that clears
+    the agents' queues: a batch cleared then was never read again (the chaos run lost repayments)."""
+    kept, plain = intake.KeptChannel(app, maxsize=4), app.channel(maxsize=4)
+    agents = [channel.clone(is_iterator=True) for channel in (kept, plain)]  # what an agent reads
+    batch = intake.Batch(app.consumer_generation_id, [record("loan.repayments", 0, 7)])
+    app.flow_control.resume()  # a worker's steady state
+    for channel in (kept, plain):
+        await asyncio.wait_for(channel.put(batch), 5)
+    assert [agent.queue.qsize() for agent in agents] == [1, 1]
+    app.flow_control.suspend()  # a rebalance, and its recovery resuming the flow
+    app.flow_control.resume()
+    assert agents[0].queue.qsize() == 1 and await agents[0].queue.get() is batch
+    assert agents[1].queue.qsize() == 0  # Faust's own channel: gone
+
+
+async def test_records_read_before_a_rebalance_is_over_are_read_again(app: faust.App) -> None:
+    consumer = app.consumer
+    consumer.resume_flow()
+    tp, other = TP("loan.repayments", 1), TP("loan.schedules", 1)
+    consumer._read_offset[tp] = 158
+    routes = {"loan.repayments": app.channel(), "loan.schedules": app.channel()}
+    records = {tp: [record(tp.topic, 1, o) for o in range(158, 170)], other: [record(other.topic, 1, 42)]}
+    app.rebalancing = True  # its recovery may still have to seek to the committed offsets
+    batches, rewind = await intake._sort_fetch(app, records, None, routes, app.consumer_generation_id)
+    assert batches == {} and rewind == {tp: 158, other: 42}
+    assert consumer._read_offset[tp] == 158, "nothing was read"
+
+
+# --- committing before a rebalance ----------------------------------------------------------------
+
+
+async def test_a_rebalance_first_finishes_the_batch_in_flight_and_commits_it(app: faust.App) -> None:
+    """Faust forgets the acknowledged offsets of revoked partitions: without this, the next owner
+    reprocessed everything since the last periodic commit (and a late record could then come
+    before a tick it had followed). The group's side (assignment, the commit request) is stood in
+    for: no broker here."""
+    from streams.worker.agents import Quiet
+
+    consumer, quiet, tp = app.consumer, Quiet(), TP("loan.repayments", 0)
+    consumer._committed_offset[tp] = 100
+    intake.acknowledge(app, [record(tp.topic, 0, o) for o in (100, 101)])
+    order: list[object] = []
+
+    async def broker_commit(offsets, start_new_transaction=True):  # the request aiokafka would send
+        order.append(("commit", dict(offsets)))
+        return True
+
+    async def faust_revocation(revoked):
+        order.append(("revoked", set(revoked)))
+
+    consumer._commit, consumer.on_partitions_revoked = broker_commit, faust_revocation
+    consumer.assignment = lambda: {tp}
+    intake.commit_before_revoke(app, quiet.wait, timeout=5.0)
+    app.flow_control.resume()
+
+    async def batch_in_flight() -> None:
+        async with quiet.busy():
+            await asyncio.sleep(0.2)  # its sends are being acknowledged
+            intake.acknowledge(app, [record(tp.topic, 0, o) for o in (102, 103)])
+
+    flying = asyncio.create_task(batch_in_flight())
+    await asyncio.sleep(0.01)
+    await consumer.on_partitions_revoked({tp})
+    await flying
+    assert order == [("commit", {tp: 104}), ("revoked", {tp})]
+    assert not app.flow_control.is_active(), "no further batch is taken meanwhile"
+
+
+async def test_a_standby_record_waiting_to_be_applied_survives_faust_resuming_the_flow(
+    app: faust.App,
+) -> None:
+    """Faust's recovery resumes the flow once more after it has resumed the standby partitions,
+    and that cleared the changelog records fetched and not yet applied: the standby copy lacked
+    them for good, and the worker that took the partition over decided on older states (the
+    chaos run lost schedules and repayments)."""
+    from types import SimpleNamespace
+
+    intake.keep_changelog_queue(app)
+    queue = app.tables.changelog_queue
+    plain = app.FlowControlQueue(maxsize=8, clear_on_resume=True)  # Faust's own
+    standby, revoked = TP("app-loans-changelog", 1), TP("app-loans-changelog", 4)
+    app.tables.recovery.standby_tps.add(standby)
+    kept_event, gone_event = (
+        SimpleNamespace(message=SimpleNamespace(tp=tp, offset=9)) for tp in (standby, revoked)
+    )
+    app.flow_control.resume()
+    for q in (queue, plain):
+        await q.put(gone_event)
+        await q.put(kept_event)
+    app.flow_control.suspend()  # a rebalance, and the recovery resuming the flow
+    app.flow_control.resume()
+    assert plain.qsize() == 0
+    assert queue.qsize() == 2
+    # a record of a partition the recovery no longer tracks is dropped, not applied to another table
+    assert await asyncio.wait_for(queue.get(), 5) is kept_event
+    with pytest.raises(RuntimeError):
+        intake.keep_changelog_queue(app)
