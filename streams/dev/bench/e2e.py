@@ -811,7 +811,10 @@ async def measure_pair(
     return {"rate": rate, "seconds": seconds, "records": records, "complete": complete, "settled": settled}
 
 
-ASSIGNED = re.compile(r"Setting newly assigned partitions")
+#: A worker was handed its partitions: Faust's own line. aiokafka's "Setting newly assigned
+#: partitions" is an INFO line of the Kafka client, held at DUEWATCH_KAFKA_LOG_LEVEL (WARNING)
+#: since issue 14 (streams/logs.py), so the worker no longer writes it.
+ASSIGNED = re.compile(r"Executing _on_partitions_assigned|Setting newly assigned partitions")
 
 
 async def _settled(pair: Sequence[WorkerProcess], timeout: float, quiet: float = 5.0) -> float:

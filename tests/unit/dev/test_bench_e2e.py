@@ -130,3 +130,13 @@ def test_a_small_midnight_is_scaled_up_to_one_percent_of_the_book() -> None:
                   "p99": 0.6, "max": 0.6, "processing_p99": 0.5, "delivery_p99": 0.1}  # fmt: skip
     body = e2e.report(r)
     assert "| 600 ms (→ 1,200 ms for 100) | < 1 s for 100 (1 % of 10,000) | **MISS** |" in body
+
+
+def test_the_pair_settles_on_the_lines_a_worker_logs_today() -> None:
+    """The two-worker phase waits for each worker's assignment and index rebuild in its log; the
+    worker no longer logs aiokafka's assignment line (make bench hung 600 s on it)."""
+    log = (
+        "[2026-12-07 08:08:12,276] [14828] [INFO] Executing _on_partitions_assigned \n"
+        "[2026-12-07 08:08:15,863] [14828] [INFO] wake-up index rebuilt: 0 loans in 0 partitions \n"
+    )
+    assert e2e.ASSIGNED.search(log) and e2e.REBUILT.search(log)
