@@ -134,23 +134,28 @@ def add_routes(
     async def metrics(web: View, request: Request) -> Response:
         return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    def stored(web: View, request: Request, loan_id: str) -> tuple[Any, Response | None]:
+        """The loan's stored state, or the response that refuses the request (401/403, 404)."""
+        if not authorized(request, token):
+            return None, denied(web)
+        raw = loans.get(loan_id.encode())
+        if raw is None:
+            return None, web.json({"error": "unknown loan"}, status=404)
+        return raw, None
+
     @app.page("/loans/{loan_id}")
     @app.table_route(table=loans, match_info="loan_id")
     async def loan(web: View, request: Request, loan_id: str) -> Response:
-        if not authorized(request, token):
-            return denied(web)
-        raw = loans.get(loan_id.encode())
-        if raw is None:
-            return web.json({"error": "unknown loan"}, status=404)
+        raw, refused = stored(web, request, loan_id)
+        if refused is not None:
+            return refused
         return web.json(loan_view(raw, cfg))
 
     @app.page("/loans/{loan_id}/standing")
     @app.table_route(table=loans, match_info="loan_id")
     async def standing(web: View, request: Request, loan_id: str) -> Response:
-        if not authorized(request, token):
-            return denied(web)
-        raw = loans.get(loan_id.encode())
-        if raw is None:
-            return web.json({"error": "unknown loan"}, status=404)
+        raw, refused = stored(web, request, loan_id)
+        if refused is not None:
+            return refused
         status, body = standing_view(raw, request.query.get("as_of"), clock(loan_id), cfg)
         return web.json(body, status=status)

@@ -32,14 +32,19 @@ for _i in range(256):
     _TABLE.append(_fp)
 
 
+def crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO of ``data``, independent of the project's own (streams/contracts/fingerprint.py)."""
+    fp = _EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
 def spec_fingerprint(record_type: str) -> str:
     """The fingerprint of ``schemas/<record_type>.avsc``: CRC-64-AVRO of its Parsing Canonical
     Form, 8 bytes little-endian, lowercase hex."""
     raw = json.loads((REPO / "schemas" / f"{record_type}.avsc").read_text(encoding="utf-8"))
-    fp = _EMPTY
-    for byte in to_parsing_canonical_form(parse_schema(raw)).encode():
-        fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
-    return struct.pack("<Q", fp).hex()
+    return struct.pack("<Q", crc64_avro(to_parsing_canonical_form(parse_schema(raw)).encode())).hex()
 
 
 def judged(topic: str, message: Any, app_id: str, body: bytes | None = None) -> dict[str, Any]:

@@ -21,34 +21,19 @@ from streams.core.routing import route_all
 from tests.support.routing import loan_histories, make_policy
 from tests.support.samples import SAMPLES
 from tests.support.shared import EXAMPLES, REPO, need
+from tests.support.wire import crc64_avro
 
 ROOT = REPO
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 # --------------------------------------------------------------------------- fingerprint
-# An independent CRC-64-AVRO, transcribed from the Avro specification ("Schema Fingerprints"):
-# the table-driven CRC with EMPTY = 0xc15d213aa4d7a795, over the UTF-8 bytes of the canonical form.
-
-_EMPTY = 0xC15D213AA4D7A795
-_TABLE = []
-for _i in range(256):
-    _fp = _i
-    for _ in range(8):
-        _fp = (_fp >> 1) ^ (_EMPTY & -(_fp & 1))
-    _TABLE.append(_fp)
-
-
-def _crc64_avro(data: bytes) -> int:
-    fp = _EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
-    return fp
+# An independent CRC-64-AVRO (tests/support/wire.py), transcribed from the Avro specification.
 
 
 def _spec_fingerprint(canonical: str) -> str:
     """Little-endian, as single-object encoding writes it, in lowercase hex."""
-    return struct.pack("<Q", _crc64_avro(canonical.encode())).hex()
+    return struct.pack("<Q", crc64_avro(canonical.encode())).hex()
 
 
 def test_the_spec_test_vector() -> None:
