@@ -14,6 +14,15 @@ everywhere else. Why each is needed:
   topics to their agent a whole fetch at a time; records are acknowledged with Faust's own ack
   bookkeeping so Faust's committer commits them. Group membership, assignment, tables and
   their recovery, seeks and commits stay Faust's.
+- **Nothing fetched is dropped** (``_sort_fetch``, ``rewind``, the fetch's snapshot of the
+  active partitions): Faust's loop drops records it will not hand on (a partition paused while
+  its fetch was in flight, the rest of a fetch when a rebalance begins, a changelog record whose
+  hand-over the flow stopped) with the consumer's position past them. A standby copy lost whole
+  catch-ups that way and a worker that took its partition over decided on old states
+  (docs/reliability.md). Here each is sought back to.
+- **Recovery in a second, not six** (``shorten_fetch_wait``, ``IDLE_WAIT``): Faust makes the
+  broker hold an empty fetch 1.5 s and its recovery's offset requests wait behind it, four
+  times per rebalance; its loop also sleeps a second whenever every partition is paused.
 - **Reading uncommitted partitions again** (``reread_uncommitted``): after a rebalance or
   recovery Faust seeks back to the committed offsets, but aiokafka skips a partition with no
   committed offset, so a worker killed before its first commit came back at the end of its
@@ -51,6 +60,7 @@ from typing import Any
 
 import faust
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import IllegalStateError
 from faust.assignor.client_assignment import ClientMetadata
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -65,10 +75,14 @@ CHECKED_AGAINST = {"faust-streaming": "0.15", "aiokafka": "0.14", "mode-streamin
 #: (class, member) pairs this module relies on; the test checks each still exists.
 ASSUMED: tuple[tuple[str, str], ...] = (
     ("faust.transport.consumer.Consumer", "_drain_messages"),
-    ("faust.transport.consumer.Consumer", "_wait_next_records"),
+    ("faust.transport.consumer.Consumer", "_get_active_partitions"),
     ("faust.transport.consumer.Consumer", "_add_gap"),
     ("faust.transport.consumer.Consumer", "_to_message"),
     ("faust.transport.consumer.Consumer", "perform_seek"),
+    ("faust.transport.consumer.ThreadDelegateConsumer", "_getmany"),
+    ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread", "_create_worker_consumer"),
+    ("aiokafka.consumer.subscription_state.Assignment", "state_value"),
+    ("aiokafka.consumer.subscription_state.TopicPartitionState", "has_valid_position"),
     ("faust.stores.rocksdb.Store", "_db_for_partition"),
     ("faust.stores.rocksdb.Store", "_visible_items"),
     ("faust.transport.drivers.aiokafka.Producer", "_settings_extra"),
@@ -81,7 +95,8 @@ ASSUMED: tuple[tuple[str, str], ...] = (
 #: Instance attributes of Faust's consumer used here (set in its ``__init__``).
 CONSUMER_ATTRIBUTES = (
     "_read_offset", "_committed_offset", "_acked", "_acked_index", "_n_acked", "_commit_every",
-    "_waiting_for_ack", "_buffered_partitions", "_stopped",
+    "_waiting_for_ack", "_buffered_partitions", "_stopped", "_thread", "not_waiting_next_records",
+    "can_resume_flow",
 )  # fmt: skip
 
 #: Instance attributes of Faust's table manager and its recovery used here (``KeptChangelogQueue``).
@@ -92,6 +107,17 @@ _FETCHING = "CONSUMER_FETCHING"  # Faust's diagnostics flag for the same state
 
 
 # --- batched intake ------------------------------------------------------------------------
+
+#: Seconds a fetch waits for records before the loop looks at the partitions again (a partition
+#: resumed meanwhile is fetched from the next round on).
+FETCH_TIMEOUT = 0.2
+#: Seconds the loop waits while every partition is paused (Faust: one second).
+IDLE_WAIT = 0.05
+#: How long the broker holds a fetch that finds no new record (Faust hard-codes 1,500 ms). The
+#: consumer's other requests to that broker (the recovery's earliest and latest offsets) queue
+#: behind it on the one connection: at 1.5 s each, a rebalance's recovery spent about 6 s
+#: waiting, a takeover 16 s instead of 12.
+FETCH_MAX_WAIT_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,29 +187,39 @@ async def _sort_fetch(
     generation: int,
 ) -> tuple[dict[faust.ChannelT, list[Any]], dict[TP, int]]:
     """One fetch's records by the channel of their agent, with Faust's checks (flow, generation,
-    read offsets, gaps); records of other topics go Faust's own way, one by one.
+    read offsets, gaps); records of other topics (the tables' changelogs) go Faust's own way, one
+    by one.
 
-    While a rebalance is not over, the records of the agents' topics are not taken at all: the
-    second value says, per partition, the offset to seek back to so that they come again. Faust's
-    recovery resumes those partitions before it seeks them to the committed offsets, and ends by
-    resuming the flow, which clears its queues; records read in between were either processed out
-    of order (ahead of the committed offset, before the records the seek then brings) or dropped
-    with their read offset already advanced, and so skipped for good (the chaos run lost
-    repayments that way). They are read again once the rebalance is over."""
+    The second value says, per partition, the first offset of the records not taken: they are
+    read again (``rewind``). The consumer's position is past every record a fetch returned, so a
+    record dropped here without a seek back is skipped for good; Faust drops them (and so did
+    this loop) in three places, each of which lost states in the chaos runs:
+
+    - a partition paused while its fetch was in flight (Faust pauses the changelogs it has
+      recovered while standby partitions, fetched from their beginning, are in the same fetch);
+    - the rest of a fetch once the flow stops or the generation changes (a rebalance began);
+    - a changelog record whose hand-over was cancelled because the flow stopped meanwhile.
+
+    While a rebalance is not over, the records of the agents' topics are not taken either: Faust's
+    recovery resumes those partitions before it seeks them to the committed offsets, and records
+    read in between would be processed ahead of the committed offset, before the records the seek
+    then brings."""
     consumer: Any = app.consumer
     read_offset = consumer._read_offset
     acks_enabled_for = app.topics.acks_enabled_for
     batches: dict[faust.ChannelT, list[Any]] = {}
     rewind: dict[TP, int] = {}
     for tp, fetched in records.items():
-        if not consumer.flow_active or app.consumer_generation_id != generation:
-            break  # a rebalance began: what is left comes again after its seek
-        if active is not None and tp not in active and tp not in consumer._buffered_partitions:
+        if not fetched:
             continue
         channel = routes.get(tp.topic)
-        if channel is not None and app.rebalancing:
-            if fetched:
-                rewind[tp] = fetched[0].offset
+        if (
+            not consumer.flow_active
+            or app.consumer_generation_id != generation
+            or (active is not None and tp not in active and tp not in consumer._buffered_partitions)
+            or (channel is not None and app.rebalancing)
+        ):
+            rewind[tp] = fetched[0].offset
             continue
         app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
         for record in fetched:
@@ -195,11 +231,40 @@ async def _sort_fetch(
                 await consumer._add_gap(tp, last + 1, offset)
             if channel is not None:
                 batches.setdefault(channel, []).append(record)
-            else:
-                message = consumer._to_message(tp, record)
-                await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
+            elif not await _delivered(consumer, consumer._to_message(tp, record)):
+                rewind[tp] = offset
+                break
             read_offset[tp] = offset
     return batches, rewind
+
+
+async def _delivered(consumer: Any, message: Any) -> bool:
+    """Hand a changelog record to Faust (its tables' queue), unless the flow stops first."""
+    delivery = consumer.callback(message)
+    result = await consumer.wait_first(delivery, consumer.suspend_flow.wait())
+    return delivery in result.done
+
+
+def fetch_position(app: faust.App, tp: TP) -> int | None:
+    """The consumer's position in ``tp`` (the offset its next fetch starts at); None when the
+    partition is not assigned or its position is being reset."""
+    client: Any = app.consumer._thread._consumer  # type: ignore[attr-defined]
+    subscription = client._subscription.subscription if client is not None else None
+    assignment = subscription.assignment if subscription is not None else None
+    state = assignment.state_value(tp) if assignment is not None else None
+    return state.position if state is not None and state.has_valid_position else None
+
+
+async def rewind(app: faust.App, tp: TP, offset: int) -> None:
+    """Read ``tp`` again from ``offset``, unless its position is there or before already (a seek
+    since the fetch, e.g. the recovery's, wins: reading more again is harmless, less is a loss)."""
+    position = fetch_position(app, tp)
+    if position is not None and position <= offset:
+        return
+    try:
+        await app.consumer.seek(tp, offset)
+    except IllegalStateError:
+        pass  # no longer assigned: not this worker's to read
 
 
 class KeptChannel(faust.Channel):
@@ -263,6 +328,8 @@ def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int
     channel as ``Batch`` values of at most ``batch_max`` records; all others Faust's way (the
     tables' changelogs during recovery and for standbys)."""
     consumer: Any = app.consumer
+    fetch_a_snapshot(consumer)
+    shorten_fetch_wait(app)
 
     async def drain(fetcher: Any) -> None:
         commit_every = consumer._commit_every
@@ -270,13 +337,13 @@ def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int
         try:
             while not (consumer._stopped.is_set() or fetcher._stopped.is_set()):
                 diag.set_flag(_FETCHING)
-                records, active = await consumer._wait_next_records(1.0)
+                records, active = await _next_records(consumer)
                 await consumer.sleep(0)
                 if records and not consumer.should_stop:
                     generation = app.consumer_generation_id
-                    batches, rewind = await _sort_fetch(app, records, active, routes, generation)
-                    for tp, offset in rewind.items():
-                        await consumer.seek(tp, offset)
+                    batches, again = await _sort_fetch(app, records, active, routes, generation)
+                    for tp, offset in again.items():
+                        await rewind(app, tp, offset)
                     handing = [(channel, Batch(generation, taken[start : start + batch_max]))
                                for channel, taken in batches.items() for start in range(0, len(taken), batch_max)]  # fmt: skip
                     for channel, batch in handing:
@@ -299,6 +366,46 @@ def install(app: faust.App, routes: Mapping[str, faust.ChannelT], batch_max: int
             diag.unset_flag(_FETCHING)
 
     consumer._drain_messages = drain
+
+
+def fetch_a_snapshot(consumer: Any) -> None:
+    """Give the consumer's fetches a copy of the active partitions: aiokafka reads the set when
+    its fetch wakes up and, finding it emptied (Faust pauses every partition between its recovery
+    and the standby start), returns the records of every partition it has fetched."""
+    faust_getmany = consumer._getmany
+
+    async def getmany(active_partitions: set[TP] | None, timeout: float) -> Any:
+        snapshot = None if active_partitions is None else set(active_partitions)
+        return await faust_getmany(active_partitions=snapshot, timeout=timeout)
+
+    consumer._getmany = getmany
+
+
+async def _next_records(consumer: Any) -> tuple[Any, Any]:
+    """Faust's ``_wait_next_records``, without its one-second sleep while every partition is
+    paused (a rebalance): the fetch starts within ``IDLE_WAIT`` of the recovery resuming one."""
+    if not consumer.flow_active:
+        await consumer.wait(consumer.can_resume_flow)
+    consumer.not_waiting_next_records.set()
+    active = consumer._get_active_partitions()
+    if not active:
+        await consumer.sleep(IDLE_WAIT)
+        return {}, active
+    return await consumer._getmany(active_partitions=active, timeout=FETCH_TIMEOUT), active
+
+
+def shorten_fetch_wait(app: faust.App) -> None:
+    """Make the consumer's broker hold an empty fetch ``FETCH_MAX_WAIT_MS`` at most (see there).
+    Records are returned as soon as there are any either way."""
+    thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+    faust_create = thread._create_worker_consumer
+
+    def create_worker_consumer(*args: Any, **kwargs: Any) -> Any:
+        client = faust_create(*args, **kwargs)
+        client._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher when it starts
+        return client
+
+    thread._create_worker_consumer = create_worker_consumer
 
 
 def reread_uncommitted(app: faust.App, topics: set[str]) -> None:

@@ -275,3 +275,125 @@ async def test_a_standby_record_waiting_to_be_applied_survives_faust_resuming_th
     assert await asyncio.wait_for(queue.get(), 5) is kept_event
     with pytest.raises(RuntimeError):
         intake.keep_changelog_queue(app)
+
+
+# --- records fetched and not taken are read again --------------------------------------------------
+
+
+async def test_records_of_a_partition_paused_while_they_were_fetched_are_read_again(app: faust.App) -> None:
+    """Faust pauses the changelogs it has recovered while the standby partitions, sought to their
+    beginning, are in the same fetch: the fetch's records of a partition no longer active were
+    dropped with the consumer's position past them, and the standby copy lacked a whole catch-up
+    (its persisted offset moved on; the worker that later took the partition over decided on
+    older states: the chaos run's forked bureau chains and repeated notices)."""
+    consumer = app.consumer
+    consumer.resume_flow()
+    standby, active = TP("app-loans-changelog", 2), TP("app-loans-changelog", 0)
+    delivered: list[int] = []
+
+    async def callback(message):  # Faust's conductor, handing the record to the tables' queue
+        delivered.append(message.offset)
+
+    consumer.callback, consumer.highwater = callback, lambda tp: 0
+    records = {
+        standby: [record(standby.topic, 2, o) for o in range(0, 5)],
+        active: [record(active.topic, 0, 7)],
+    }
+    batches, rewind = await intake._sort_fetch(app, records, {active}, {}, app.consumer_generation_id)
+    assert batches == {} and rewind == {standby: 0}
+    assert delivered == [7] and consumer._read_offset[standby] is None
+
+
+async def test_the_rest_of_a_fetch_is_read_again_when_the_flow_stops(app: faust.App) -> None:
+    consumer = app.consumer
+    consumer.resume_flow()
+    first, second = TP("app-bureau-changelog", 1), TP("app-bureau-changelog", 4)
+    seen: list[tuple[int, int]] = []
+
+    async def callback(message):
+        seen.append((message.partition, message.offset))
+        consumer.stop_flow()  # a rebalance begins while the first partition's records are handed over
+
+    consumer.callback, consumer.highwater = callback, lambda tp: 0
+    records = {
+        first: [record(first.topic, 1, 80)],
+        second: [record(second.topic, 4, 30), record(second.topic, 4, 31)],
+    }
+    batches, rewind = await intake._sort_fetch(app, records, None, {}, app.consumer_generation_id)
+    assert seen == [(1, 80)] and rewind == {second: 30}
+
+
+async def test_a_changelog_record_whose_hand_over_the_flow_stopped_is_read_again(app: faust.App) -> None:
+    """Faust's conductor waits for the app's flow control before it queues a changelog record;
+    a rebalance stopping the flow meanwhile cancelled the hand-over, and the record was skipped."""
+    consumer = app.consumer
+    consumer.resume_flow()
+    tp = TP("app-notifications-changelog", 3)
+    started = asyncio.Event()
+
+    async def callback(message):  # waits as the conductor does while the flow is suspended
+        if message.offset == 11:
+            started.set()
+            await asyncio.sleep(30)
+
+    consumer.callback, consumer.highwater = callback, lambda tp: 0
+
+    async def rebalance() -> None:
+        await started.wait()
+        consumer.stop_flow()
+
+    stopping = asyncio.create_task(rebalance())
+    records = {tp: [record(tp.topic, 3, o) for o in (10, 11, 12)]}
+    batches, rewind = await asyncio.wait_for(
+        intake._sort_fetch(app, records, None, {}, app.consumer_generation_id), 5
+    )
+    await stopping
+    assert rewind == {tp: 11} and consumer._read_offset[tp] == 10
+
+
+async def test_a_rewind_never_moves_a_partition_past_a_seek_made_since_the_fetch(
+    app: faust.App, monkeypatch
+) -> None:
+    tp = TP("app-loans-changelog", 2)
+    sought: list[int] = []
+
+    async def seek(partition, offset):
+        sought.append(offset)
+
+    monkeypatch.setattr(app.consumer, "seek", seek)
+    for position, expected in ((1302, [0]), (None, [0]), (0, [])):
+        sought.clear()
+        monkeypatch.setattr(intake, "fetch_position", lambda app, tp, at=position: at)
+        await intake.rewind(app, tp, 0)
+        assert sought == expected, position
+    monkeypatch.setattr(intake, "fetch_position", lambda app, tp: 80)  # the recovery sought back to 80
+    sought.clear()
+    await intake.rewind(app, tp, 97)
+    assert sought == [], "the recovery's seek wins: reading more again is harmless, less is a loss"
+
+
+async def test_the_fetch_is_given_a_copy_of_the_active_partitions(app: faust.App) -> None:
+    """aiokafka reads the partition set when its fetch wakes up and, finding it emptied (Faust
+    pauses every partition between the recovery and the standby start), returns the records of
+    every partition it has fetched: a snapshot keeps the fetch to what was asked."""
+    consumer = app.consumer
+    given: list[object] = []
+
+    async def faust_getmany(active_partitions, timeout):
+        given.append(active_partitions)
+        return {}
+
+    consumer._getmany = faust_getmany
+    intake.install(app, {}, batch_max=10)
+    live = {TP("app-loans-changelog", 0)}
+    await consumer._getmany(active_partitions=live, timeout=0.1)
+    assert given == [live] and given[0] is not live
+
+
+async def test_the_broker_holds_an_empty_fetch_a_tenth_of_a_second(app: faust.App) -> None:
+    """Faust makes it 1.5 s, and every offset request of a rebalance's recovery waited behind one
+    on the broker's connection: about 6 s of each takeover."""
+    intake.install(app, {}, batch_max=10)
+    thread = app.consumer._thread
+    client = thread._create_worker_consumer(app.transport)
+    assert client._fetch_max_wait_ms == intake.FETCH_MAX_WAIT_MS == 100
