@@ -61,6 +61,7 @@ from . import broker as devkafka
 from .badrecords import BadRecord
 from .book import BookRecord, generate
 from .compare import compare
+from .copies import Copy, check_copies
 from .detection import Clock, Delay, Inputs, delays, percentile, worst_between
 from .latebook import Send, late_book, with_bad_records
 from .procs import WorkerProcess, duewatch_command
@@ -564,6 +565,7 @@ class Outcome:
     dlq_problems: list[str] = field(default_factory=list)
     differences: dict[str, list[str]] = field(default_factory=dict)  # topic -> what differs (a sample)
     chains: tuple[int, list[str]] = (0, [])  # (loans whose bureau chain was verified, its breaks)
+    copies: list[Copy] = field(default_factory=list)  # every worker's table copies, once they stopped
 
     @property
     def lost(self) -> int:
@@ -577,6 +579,7 @@ class Outcome:
             and not any(self.conflicts.values())
             and not self.dlq[2]
             and not self.chains[1]
+            and not any(c.differ for c in self.copies)
         )
 
 
@@ -788,6 +791,14 @@ async def run(config: Config, work: Path, bootstrap: str | None = None, actions:
                     fh.writelines(json.dumps(r, default=str) + "\n" for r in rendered)
         observer.stop()
         await watching
+        await asyncio.to_thread(fleet.close)  # a stopped worker's state directory can be read
+        from ..worker.tables import TABLES
+
+        outcome.copies = await check_copies(cfg, {n: work / f"state-{n}" for n in fleet.names}, TABLES)
+        if any(c.differ for c in outcome.copies) and not (work / "outputs.jsonl").exists():
+            with open(work / "outputs.jsonl", "w", encoding="utf-8") as fh:
+                for rendered in outputs.values():
+                    fh.writelines(json.dumps(r, default=str) + "\n" for r in rendered)
         found = delays(observer.records, expected[names.OVERDUE], player.played.clock, player.played.inputs,
                        timedelta(seconds=cfg.settle_delay))  # fmt: skip
         logs = [b.server_log for b in cluster.brokers] if cluster is not None else list(broker_logs)
@@ -855,6 +866,9 @@ def report(result: Result) -> str:
         f"{repeats} repeated {'✓' if not missing and not wrong else '✗'} |",
         f"| bureau hash chains hold (`duewatch verify`) | {o.chains[0]:,} loans; {len(o.chains[1])} breaks "
         f"{'✓' if not o.chains[1] else '✗'} |",
+        f"| every worker's table copies = the changelogs | {len(o.copies)} partition copies in "
+        f"{len({c.worker for c in o.copies})} workers; {sum(bool(c.differ) for c in o.copies)} differ "
+        f"{'✓' if not any(c.differ for c in o.copies) else '✗'} |",
         f"| kills survived | {len(kills)} SIGKILLs ({sum(h.back <= 5 for h in kills)} started again at once, "
         f"{sum(h.back > 5 for h in kills)} after the session timeout) |",
         f"| rebalances | {result.rebalances} (consumer group generations while the clock ran"
@@ -875,7 +889,8 @@ def report(result: Result) -> str:
         "",
     ]  # fmt: skip
     lines += [f"- +{when:.0f} s: {what}: {figure}" for when, what, figure in f.rows]
-    for problem in o.dlq_problems[:10] + o.chains[1][:10] + f.problems:
+    stale = [f"table copy {c.describe()}" for c in o.copies if c.differ]
+    for problem in o.dlq_problems[:10] + o.chains[1][:10] + stale[:10] + f.problems:
         lines.append(f"- PROBLEM: {problem}")
     return "\n".join(lines) + "\n"
 
