@@ -476,7 +476,21 @@ async def resend(cfg: Settings, resends: Iterable[Any], timeout: float = DEFAULT
 async def read_to_end(
     cfg: Settings, topics: Iterable[str], timeout: float = 15.0
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every record of the logical ``topics`` from the beginning up to their end offsets at the start.
+    """Every record of the logical ``topics`` from the beginning up to their end offsets at the start
+    (``read_records_to_end``), as ``render`` gives them."""
+    logical_of = {cfg.topic(logical): logical for logical in topics}
+    out: dict[str, list[dict[str, Any]]] = {logical: [] for logical in logical_of.values()}
+    for tp, message in await read_records_to_end(cfg, logical_of, timeout):
+        logical = logical_of[tp.topic]
+        out[logical].append(render(logical, message))
+    return out
+
+
+async def read_records_to_end(
+    cfg: Settings, physical: Iterable[str], timeout: float = 15.0
+) -> list[tuple[TopicPartition, Any]]:
+    """(partition, consumer record) of every record of the ``physical`` topics from the beginning up
+    to their end offsets at the start, each partition's in order.
 
     Reading up to a snapshot of the end offsets (not "until quiet") makes the answer a function of
     what the topics held when the command began, and returns as soon as that is read. Nothing waits
@@ -493,13 +507,13 @@ async def read_to_end(
         await consumer.stop()  # a consumer that failed to start still holds its client
         raise
     try:
-        logical_of = {cfg.topic(logical): logical for logical in topics}
-        partitions = await topic_partitions(cfg, logical_of, timeout)
-        tps = [TopicPartition(physical, p) for physical in logical_of for p in partitions[physical]]
+        topics = list(dict.fromkeys(physical))
+        partitions = await topic_partitions(cfg, topics, timeout)
+        tps = [TopicPartition(topic, p) for topic in topics for p in partitions[topic]]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
-        out: dict[str, list[dict[str, Any]]] = {logical: [] for logical in logical_of.values()}
+        out: list[tuple[TopicPartition, Any]] = []
         pending = {tp for tp in tps if ends[tp] > 0}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=int(timeout * 1000))
@@ -507,10 +521,7 @@ async def read_to_end(
                 raise TimeoutError(f"no records from Kafka at {cfg.bootstrap_servers} for {timeout:g} s "
                                    f"with {len(pending)} partition(s) not read to their end")  # fmt: skip
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
-                logical = logical_of[tp.topic]
-                for message in batch[tp]:
-                    if message.offset < ends[tp]:
-                        out[logical].append(render(logical, message))
+                out.extend((tp, message) for message in batch[tp] if message.offset < ends[tp])
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
         return out

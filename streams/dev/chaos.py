@@ -305,27 +305,6 @@ class Observer:
         return out
 
 
-async def read_all(cfg: Settings, topics: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every record of the logical ``topics`` up to their current end, as ``kafkaio.render`` gives them."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    out: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
-    consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
-    async with kafkaio.started(consumer):
-        logical = {cfg.topic(t): t for t in topics}
-        tps = [TopicPartition(p, n) for p in logical for n in range(cfg.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, messages in batch.items():
-                out[logical[tp.topic]].extend(kafkaio.render(logical[tp.topic], m) for m in messages)
-            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
-    return out
-
-
 # --------------------------------------------------------------------------- the clock and the book
 
 
@@ -827,7 +806,7 @@ async def _settle(cfg: Settings, expected: Mapping[str, Sequence[Mapping[str, An
     last: tuple[int, ...] = ()
     quiet_since = time.monotonic()
     while True:
-        outputs = await read_all(cfg, (*OUTPUTS, names.DLQ))
+        outputs = await kafkaio.read_to_end(cfg, (*OUTPUTS, names.DLQ))
         outcome = check(outputs, expected, played, cfg)
         sizes = tuple(len(outputs[t]) for t in (*OUTPUTS, names.DLQ))
         if sizes != last:

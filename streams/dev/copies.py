@@ -89,24 +89,10 @@ async def read_changelogs(
     cfg: Settings, tables: Iterable[str]
 ) -> dict[tuple[str, int], list[tuple[int, bytes, bytes | None]]]:
     """Every record of the tables' changelog topics, by (table, partition)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic_of = {f"{cfg.app_id}-{table}-changelog": table for table in tables}
+    table_of = {f"{cfg.app_id}-{table}-changelog": table for table in tables}
     out: dict[tuple[str, int], list[tuple[int, bytes, bytes | None]]] = {}
-    consumer = AIOKafkaConsumer(**cfg.kafka_kwargs(), enable_auto_commit=False, group_id=None)
-    async with kafkaio.started(consumer):
-        tps = [TopicPartition(topic, n) for topic in topic_of for n in range(cfg.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, messages in batch.items():
-                out.setdefault((topic_of[tp.topic], tp.partition), []).extend(
-                    (m.offset, m.key, m.value) for m in messages
-                )
-            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+    for tp, m in await kafkaio.read_records_to_end(cfg, table_of):
+        out.setdefault((table_of[tp.topic], tp.partition), []).append((m.offset, m.key, m.value))
     return out
 
 
