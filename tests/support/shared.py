@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,13 @@ EXAMPLES = SHARED / "examples"
 KIVA = SHARED / "data" / "kiva"
 
 
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 def missing(what: str) -> None:
     """Skip the calling test for ``what`` this machine lacks; under CI=true fail instead."""
-    if os.environ.get("CI", "").lower() == "true":
+    if _under_ci():
         pytest.fail(f"{what} (CI=true: the project's set-up must provide it)", pytrace=False)
     pytest.skip(what)
 
@@ -33,3 +38,15 @@ def example_dirs() -> list[Path]:
     """The worked examples; the calling test skips (fails under CI) without them."""
     need(EXAMPLES)
     return sorted(p for p in EXAMPLES.iterdir() if (p / "expected.jsonl").exists())
+
+
+def example_params() -> list[Any]:
+    """The worked examples for ``pytest.mark.parametrize``, which runs while pytest collects,
+    where a skip is an error of the whole run (a clone without ../shared beside it did not get
+    past collection). Without them: one case that is skipped, or under CI=true a failure."""
+    if EXAMPLES.exists():
+        return list(example_dirs())
+    what = f"{EXAMPLES} not present (../shared is not beside the checkout)"
+    if _under_ci():
+        pytest.fail(f"{what} (CI=true: the project's set-up must provide it)", pytrace=False)
+    return [pytest.param(EXAMPLES, id="no-examples", marks=pytest.mark.skip(reason=what))]

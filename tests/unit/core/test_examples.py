@@ -14,7 +14,7 @@ import pytest
 from streams.core.dates import parse_instant
 from streams.replay import replay
 from tests.support.builders import standing
-from tests.support.shared import EXAMPLES, REPO, example_dirs, need
+from tests.support.shared import EXAMPLES, REPO, example_params, need
 
 
 def _norm(event: dict, fields: list[str]) -> tuple:
@@ -29,7 +29,7 @@ def _norm(event: dict, fields: list[str]) -> tuple:
     return tuple(out)
 
 
-@pytest.mark.parametrize("example", example_dirs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("example", example_params(), ids=lambda p: p.name)
 def test_worked_example_in_process(example: Path) -> None:
     expected = [
         json.loads(line) for line in (example / "expected.jsonl").read_text().splitlines() if line.strip()

@@ -20,7 +20,7 @@ from streams.risk.overrides import OverrideError, apply_overrides, overrides_fro
 from streams.risk.whatif import Side, run_whatif
 from tests.support.builders import payment_dict, record, schedule_dict
 from tests.support.kiva import load_loans, to_records
-from tests.support.shared import KIVA, example_dirs, need
+from tests.support.shared import KIVA, example_dirs, example_params, need
 
 TRANSITIONS = ("OVERDUE_OPENED", "BUCKET_CHANGED", "OVERDUE_CURED", "WRITTEN_OFF")
 KIVA_UNTIL = datetime(2015, 1, 5, tzinfo=UTC)
@@ -88,7 +88,7 @@ def test_an_identity_scenario_on_the_kiva_book_differs_in_nothing(policy) -> Non
     )
 
 
-@pytest.mark.parametrize("example", example_dirs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("example", example_params(), ids=lambda p: p.name)
 def test_an_identity_scenario_on_a_worked_example_differs_in_nothing(example: Path, policy) -> None:
     until = datetime.fromisoformat((example / "until").read_text().strip())
     doc = run_whatif(read_jsonl(example / "input.jsonl"), Side(policy), Side(policy), until).to_json()
@@ -116,7 +116,7 @@ def test_three_days_grace_on_the_kiva_book_changes_exactly_the_loans_a_rewritten
         assert loan["scenario"]["worst_dpd"] == loan["baseline"]["worst_dpd"]
 
 
-@pytest.mark.parametrize("example", example_dirs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("example", example_params(), ids=lambda p: p.name)
 def test_three_days_grace_on_a_worked_example_changes_exactly_what_a_rewritten_replay_changes(
     example: Path, policy
 ) -> None:
